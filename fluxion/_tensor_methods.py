@@ -1,0 +1,391 @@
+"""Tensor operators and methods, attached from the public functions so every op keeps
+one definition; and the in-place machinery (version counters, views, autograd)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from fluxion import _dtype
+from fluxion import functional as F
+from fluxion import random as R
+from fluxion.autograd.grad_mode import state
+from fluxion.backends import device, resolve
+from fluxion.indexing import getitem, setitem
+from fluxion.ops import OPS, apply
+from fluxion.ops.elementwise import call_binary, call_unary
+from fluxion.tensor import Tensor
+
+
+# --- in-place writes -----------------------------------------------------------------
+def recording_inplace(t: Tensor, *others: Any) -> bool:
+    """Whether an in-place op on ``t`` must be recorded for autograd."""
+    if not state.enabled:
+        return False
+    if t.requires_grad or any(getattr(o, "requires_grad", False) for o in others):
+        return True
+    base = t._base
+    return base is not None and base.requires_grad
+
+
+def _can_cast(src: _dtype.dtype, dst: _dtype.dtype) -> bool:
+    return src.category <= dst.category
+
+
+def commit_inplace(t: Tensor, new: Tensor, name: str) -> Tensor:
+    """Write ``new`` (computed out of place from ``t``) into ``t``'s memory and make it
+    ``t``'s history: PyTorch's in-place semantics, views and version counters included."""
+    if t.requires_grad and t.grad_fn is None and state.enabled:
+        raise RuntimeError(
+            f"{name}: a leaf Variable that requires grad is being used in an in-place "
+            "operation. Wrap it in `with fluxion.no_grad():` (e.g. for parameter updates) or "
+            "clone() it first."
+        )
+    if t._base is not None and t._base.requires_grad and t._base.grad_fn is None \
+            and state.enabled:
+        raise RuntimeError(
+            f"{name}: a view of a leaf Variable that requires grad is being used in an in-place "
+            "operation."
+        )
+    if new.dtype is not t.dtype:
+        if not _can_cast(new.dtype, t.dtype):
+            raise RuntimeError(
+                f"{name}: result type {new.dtype.name} can't be cast to the desired output "
+                f"type {t.dtype.name}"
+            )
+        new = new.to(t.dtype)
+    if new._data.shape != t._data.shape:
+        raise RuntimeError(
+            f"{name}: output with shape {list(t.shape)} doesn't match the broadcast shape "
+            f"{list(new.shape)}"
+        )
+    t._check_writeable(name)
+    if state.enabled and not new.requires_grad and (t.requires_grad or (
+            t._base is not None and t._base.requires_grad)):
+        # the write cuts the old values out of the graph: gradient zero, values exact
+        new = F.where(Tensor._make(np.ones((), bool)), new, t)
+    node = new.grad_fn
+    if node is not None and node._inputs is not None and any(x is t for x in node._inputs):
+        # the op saved the old values of t, which are about to be overwritten
+        snap = Tensor._make(t._data.copy())
+        snap.grad_fn, snap.requires_grad, snap._vbox = t.grad_fn, t.requires_grad, [t._vbox[0]]
+        node._inputs = tuple(snap if x is t else x for x in node._inputs)
+    chain = _view_chain(t) if node is not None and t._view is not None else None
+    if chain is not None:
+        base, ops = chain
+        new_base = apply(OPS["view_scatter"], base, new, chain=ops)
+    t._data[...] = new._data
+    t._vbox[0] += 1
+    if node is not None:
+        if chain is not None:
+            base.grad_fn, base.requires_grad = new_base.grad_fn, True
+            r = base
+            for op, attrs in ops:
+                r = apply(op, r, **attrs)
+            t.grad_fn = r.grad_fn
+        else:
+            t.grad_fn = node
+        t.requires_grad = True
+    return t
+
+
+def _view_chain(t: Tensor) -> tuple[Tensor, list]:
+    ops = []
+    while t._view is not None:
+        src, op, attrs = t._view
+        ops.append((op, attrs))
+        t = src
+    ops.reverse()
+    return t, ops
+
+
+def _check_writeable(self: Tensor, name: str) -> None:
+    if not self._data.flags.writeable:
+        raise RuntimeError(
+            f"{name}: unsupported operation: more than one element of the written-to tensor "
+            "refers to a single memory location (an expanded tensor). Please clone() the "
+            "tensor before performing the operation."
+        )
+
+
+Tensor._check_writeable = _check_writeable  # type: ignore[attr-defined]
+
+_UFUNC = {"add": np.add, "sub": np.subtract, "mul": np.multiply, "div": np.true_divide}
+
+
+def _inplace_binary(name: str, method: str) -> Any:
+    fast = _UFUNC.get(name)
+
+    def fn(self: Tensor, other: Any, *, alpha: Any = 1) -> Tensor:
+        if alpha != 1:
+            other = call_binary("mul", other, alpha)
+        if fast is not None and not recording_inplace(self, other):
+            # no graph to record: compute straight into the tensor's memory
+            o = other._data if isinstance(other, Tensor) else other
+            rd = _dtype.result_type(self, other)
+            if name == "div" and not rd.is_floating_point:
+                rd = _dtype.get_default_dtype()
+            if not _can_cast(rd, self.dtype):
+                raise RuntimeError(f"{method}: result type {rd.name} can't be cast to the "
+                                   f"desired output type {self.dtype.name}")
+            self._check_writeable(method)
+            try:
+                fast(self._data, o, out=self._data, casting="unsafe")
+            except ValueError:
+                raise RuntimeError(
+                    f"{method}: output with shape {list(self.shape)} doesn't match the "
+                    f"broadcast shape {list(np.broadcast_shapes(self.shape, np.shape(o)))}"
+                ) from None
+            self._vbox[0] += 1
+            return self
+        return commit_inplace(self, call_binary(name, self, other), method)
+
+    fn.__name__ = method
+    fn.__doc__ = f"In-place ``{name}``: writes the result into this tensor."
+    return fn
+
+
+def _inplace_from(fn: Any, method: str) -> Any:
+    def inplace(self: Tensor, *args: Any, **kwargs: Any) -> Tensor:
+        return commit_inplace(self, fn(self, *args, **kwargs), method)
+
+    inplace.__name__ = method
+    inplace.__doc__ = f"In-place ``{fn.__name__}``: writes the result into this tensor."
+    return inplace
+
+
+def zero_(self: Tensor) -> Tensor:
+    """Fill with zeros in place."""
+    return fill_(self, 0)
+
+
+def fill_(self: Tensor, value: Any) -> Tensor:
+    """Fill with ``value`` in place."""
+    if isinstance(value, Tensor):
+        if value.ndim:
+            raise RuntimeError(f"fill_ only supports 0-dimension value tensor but got tensor "
+                               f"with {value.ndim} dimensions.")
+        if recording_inplace(self, value):
+            return commit_inplace(self, value.to(self.dtype).expand(self.shape), "fill_")
+        value = value.item()
+    if recording_inplace(self):
+        return commit_inplace(self, Tensor._make(np.full(self._data.shape, value,
+                                                          self._data.dtype)), "fill_")
+    self._check_writeable("fill_")
+    self._data.fill(value)
+    self._vbox[0] += 1
+    return self
+
+
+def copy_(self: Tensor, src: Tensor, non_blocking: bool = False) -> Tensor:
+    """Copy ``src`` (broadcast, cast) into this tensor in place."""
+    if not isinstance(src, Tensor):
+        raise TypeError(f"copy_(): argument 'src' must be Tensor, not {type(src).__name__}")
+    try:
+        np.broadcast_shapes(src._data.shape, self._data.shape)
+    except ValueError:
+        raise RuntimeError(f"copy_: the size of src {list(src.shape)} doesn't broadcast to "
+                           f"the destination's {list(self.shape)}") from None
+    if recording_inplace(self, src):
+        new = src.to(self.dtype).expand(self.shape) if src.shape != self.shape else src.to(
+            self.dtype)
+        if new is src:
+            new = src.clone()
+        return commit_inplace(self, new, "copy_")
+    self._check_writeable("copy_")
+    self._data[...] = src._data
+    self._vbox[0] += 1
+    return self
+
+
+def _random_inplace(sample: Any, method: str) -> Any:
+    def fn(self: Tensor, *args: Any, generator: Any = None, **kw: Any) -> Tensor:
+        arr = sample(R._rng(generator), self._data.shape, *args, **kw)
+        self._check_writeable(method)
+        self._data[...] = arr
+        self._vbox[0] += 1
+        return self
+
+    fn.__name__ = method
+    fn.__doc__ = f"Fill in place with random values ({method})."
+    return fn
+
+
+uniform_ = _random_inplace(lambda rng, s, a=0.0, b=1.0: rng.uniform(a, b, s), "uniform_")
+normal_ = _random_inplace(lambda rng, s, mean=0.0, std=1.0: rng.normal(mean, std, s), "normal_")
+bernoulli_ = _random_inplace(lambda rng, s, p=0.5: rng.random(s) < p, "bernoulli_")
+exponential_ = _random_inplace(lambda rng, s, lambd=1.0: rng.exponential(1 / lambd, s),
+                               "exponential_")
+
+
+def random_(self: Tensor, from_: int = 0, to: int | None = None, *,
+            generator: Any = None) -> Tensor:
+    """Fill with integers uniform in [from, to) in place."""
+    if to is None:
+        from_, to = 0, from_ if from_ else 2**24
+    self._data[...] = R._rng(generator).integers(from_, to, self._data.shape)
+    self._vbox[0] += 1
+    return self
+
+
+# --- conversions -----------------------------------------------------------------------
+def to(self: Tensor, *args: Any, **kwargs: Any) -> Tensor:
+    """Convert dtype and/or device: ``to(dtype)``, ``to(device)``, ``to(other)``,
+    ``to(device, dtype)``. Returns ``self`` when nothing changes.
+
+    >>> import fluxion
+    >>> fluxion.tensor([1.5]).to(fluxion.float64).dtype
+    fluxion.float64
+    """
+    dtype = kwargs.pop("dtype", None)
+    dev = kwargs.pop("device", None)
+    copy = kwargs.pop("copy", False)
+    for a in args:
+        if isinstance(a, _dtype.dtype):
+            dtype = a
+        elif isinstance(a, Tensor):
+            dtype = a.dtype
+        elif isinstance(a, (str, device)):
+            dev = a
+        elif a is not None:
+            raise TypeError(f"to() received an invalid combination of arguments: {a!r}")
+    if dev is not None:
+        resolve(dev)
+    if dtype is None or dtype is self.dtype:
+        return self.clone() if copy else self
+    return apply(OPS["cast"], self, dtype=dtype)
+
+
+def _caster(d: _dtype.dtype, name: str) -> Any:
+    def fn(self: Tensor, memory_format: Any = None) -> Tensor:
+        return to(self, d)
+
+    fn.__name__ = name
+    fn.__doc__ = f"``self.to({d!r})``."
+    return fn
+
+
+def type_(self: Tensor, dtype: Any = None) -> Any:
+    """With no argument, the type name (``'torch.FloatTensor'``); else convert."""
+    names = {"float32": "Float", "float64": "Double", "float16": "Half", "int64": "Long",
+             "int32": "Int", "int16": "Short", "int8": "Char", "uint8": "Byte", "bool": "Bool"}
+    if dtype is None:
+        return f"torch.{names[self.dtype.name]}Tensor"
+    return to(self, dtype)
+
+
+def contiguous(self: Tensor, memory_format: Any = None) -> Tensor:
+    """``self`` if contiguous, else a contiguous copy."""
+    return self if self._data.flags.c_contiguous else F.clone(self)
+
+
+def cpu(self: Tensor) -> Tensor:
+    """``self`` (Fluxion tensors live on the CPU)."""
+    return self
+
+
+def cuda(self: Tensor, device: Any = None, non_blocking: bool = False) -> Tensor:
+    """Fails clearly: the CUDA backend is not built yet."""
+    resolve("cuda")
+    return self
+
+
+def _new(kind: str) -> Any:
+    def fn(self: Tensor, *args: Any, dtype: Any = None, device: Any = None,
+           requires_grad: bool = False, **kw: Any) -> Tensor:
+        from fluxion import creation as C
+
+        d = dtype or self.dtype
+        if kind == "tensor":
+            return C.tensor(args[0], dtype=d, requires_grad=requires_grad)
+        if kind == "full":
+            return C.full(args[0], args[1], dtype=d, requires_grad=requires_grad)
+        return getattr(C, kind)(*args, dtype=d, requires_grad=requires_grad)
+
+    fn.__name__ = f"new_{kind}"
+    fn.__doc__ = f"A new ``{kind}`` tensor with this tensor's dtype and device."
+    return fn
+
+
+# --- operators ---------------------------------------------------------------------------
+def _swap(name: str) -> Any:
+    return lambda self, other: call_binary(name, other, self)
+
+
+def _ipow(self: Tensor, other: Any) -> Tensor:
+    return commit_inplace(self, call_binary("pow", self, other), "pow_")
+
+
+_METHODS: dict[str, Any] = {
+    # operators
+    "__add__": F.add, "__radd__": F.add, "__sub__": F.sub, "__rsub__": _swap("sub"),
+    "__mul__": F.mul, "__rmul__": F.mul, "__truediv__": F.div, "__rtruediv__": _swap("div"),
+    "__floordiv__": F.floor_divide, "__rfloordiv__": _swap("floor_divide"),
+    "__mod__": F.remainder, "__rmod__": _swap("remainder"), "__pow__": F.pow,
+    "__rpow__": _swap("pow"), "__matmul__": F.matmul,
+    "__rmatmul__": lambda self, other: F.matmul(other, self),
+    "__neg__": lambda self: call_unary("neg", self), "__pos__": lambda self: self,
+    "__abs__": lambda self: call_unary("abs", self), "__invert__": F.bitwise_not,
+    "__and__": F.bitwise_and, "__or__": F.bitwise_or, "__xor__": F.bitwise_xor,
+    "__rand__": F.bitwise_and, "__ror__": F.bitwise_or, "__rxor__": F.bitwise_xor,
+    "__eq__": F.eq, "__ne__": F.ne, "__lt__": F.lt, "__le__": F.le, "__gt__": F.gt,
+    "__ge__": F.ge, "__getitem__": getitem, "__setitem__": setitem,
+    "__iadd__": _inplace_binary("add", "add_"), "__isub__": _inplace_binary("sub", "sub_"),
+    "__imul__": _inplace_binary("mul", "mul_"), "__itruediv__": _inplace_binary("div", "div_"),
+    "__ipow__": _ipow,
+    # in place
+    "add_": _inplace_binary("add", "add_"), "sub_": _inplace_binary("sub", "sub_"),
+    "mul_": _inplace_binary("mul", "mul_"), "div_": _inplace_binary("div", "div_"),
+    "pow_": _ipow, "zero_": zero_, "fill_": fill_, "copy_": copy_,
+    "uniform_": uniform_, "normal_": normal_, "bernoulli_": bernoulli_,
+    "exponential_": exponential_, "random_": random_,
+    # conversions and structure
+    "to": to, "type": type_, "contiguous": contiguous, "cpu": cpu, "cuda": cuda,
+    "float": _caster(_dtype.float32, "float"), "double": _caster(_dtype.float64, "double"),
+    "half": _caster(_dtype.float16, "half"), "long": _caster(_dtype.int64, "long"),
+    "int": _caster(_dtype.int32, "int"), "short": _caster(_dtype.int16, "short"),
+    "char": _caster(_dtype.int8, "char"), "byte": _caster(_dtype.uint8, "byte"),
+    "bool": _caster(_dtype.bool_, "bool"),
+    "new_zeros": _new("zeros"), "new_ones": _new("ones"), "new_empty": _new("empty"),
+    "new_full": _new("full"), "new_tensor": _new("tensor"),
+    "type_as": lambda self, other: to(self, other.dtype),
+    "view_as": lambda self, other: F.view(self, other.shape),
+    "reshape_as": lambda self, other: F.reshape(self, other.shape),
+    "where": lambda self, condition, other: F.where(condition, self, other),
+    "clamp_min": lambda self, min: F.clamp(self, min=min),
+    "clamp_max": lambda self, max: F.clamp(self, max=max),
+}
+
+# public functions that are also methods, with the same signature (input first)
+_SAME = """add sub mul div true_divide divide multiply subtract floor_divide remainder fmod pow
+atan2 maximum minimum neg negative abs absolute sign exp exp2 log log2 log10 log1p expm1 sqrt
+rsqrt reciprocal sin cos tan tanh sigmoid relu erf floor ceil round trunc fix square clamp clip
+nan_to_num eq ne lt le gt ge greater greater_equal less less_equal not_equal logical_and
+logical_or logical_xor logical_not bitwise_and bitwise_or bitwise_xor bitwise_not isnan isinf
+isfinite equal allclose isclose sum mean prod var std max min amax amin argmax argmin all any
+logsumexp cumsum norm sort argsort topk reshape view permute transpose swapaxes swapdims t
+movedim expand expand_as broadcast_to squeeze unsqueeze flatten unflatten narrow select flip
+fliplr flipud roll repeat tile split tensor_split chunk unbind tril triu clone gather scatter
+scatter_add index_select masked_fill masked_select nonzero count_nonzero matmul mm bmm mv dot
+outer""".split()
+
+_INPLACE = """neg abs sign exp log log1p expm1 sqrt rsqrt reciprocal sin cos tan tanh sigmoid
+relu erf floor ceil round trunc clamp clip nan_to_num masked_fill scatter scatter_add
+remainder floor_divide fmod square tril triu logical_not""".split()
+
+
+def _attach() -> None:
+    for name in _SAME:
+        setattr(Tensor, name, getattr(F, name))
+    for name, fn in _METHODS.items():
+        setattr(Tensor, name, fn)
+    for name in _INPLACE:
+        setattr(Tensor, name + "_", _inplace_from(getattr(F, name), name + "_"))
+    Tensor.T = property(lambda self: F.permute(self, tuple(reversed(range(self.ndim)))))
+    Tensor.mT = property(lambda self: F.transpose(self, -2, -1))
+    Tensor.H = Tensor.T
+    Tensor.mH = Tensor.mT
+
+
+_attach()

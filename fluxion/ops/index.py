@@ -1,0 +1,107 @@
+"""Indexing primitives: advanced indexing and its inverse (index_put), gather/scatter.
+
+Index arrays travel as attributes (NumPy int64 or bool arrays) of the node."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from fluxion.ops.registry import OPS, apply, defop
+
+
+def _along(index: np.ndarray, dim: int) -> tuple:
+    """Full index tuple that addresses ``index``'s entries along ``dim``."""
+    grids = list(np.indices(index.shape, sparse=True))
+    grids[dim] = index
+    return tuple(grids)
+
+
+@defop("index", "index", save_inputs=False)
+def index(xp, a, key):
+    """Advanced indexing (integer arrays, boolean masks, mixed with slices)."""
+    return a[key]
+
+
+@index.defgrad
+def _(n, g):
+    from fluxion.creation import zeros
+
+    base = zeros(n.shapes[0], dtype=g.dtype)
+    return (apply(OPS["index_put"], base, g, key=n.attrs["key"], accumulate=True),)
+
+
+@defop("index_put", "index", save_inputs=False)
+def index_put(xp, a, values, key, accumulate=False):
+    out = a.copy()
+    if accumulate:
+        xp.add.at(out, key, values)
+    else:
+        out[key] = values
+    return out
+
+
+@index_put.defgrad
+def _(n, g):
+    from fluxion.ops.elementwise import sum_to
+
+    key, acc = n.attrs["key"], n.attrs.get("accumulate", False)
+    ga = gv = None
+    if n.needs_input_grad[0]:
+        ga = g if acc else apply(OPS["index_put"], g, 0.0, key=key)
+    if n.needs_input_grad[1]:
+        gv = sum_to(apply(OPS["index"], g, key=key), n.shapes[1])
+    return ga, gv
+
+
+@defop("gather", "index", save_inputs=False)
+def gather(xp, a, dim, index):
+    return xp.take_along_axis(a, index, axis=dim)
+
+
+@gather.defgrad
+def _(n, g):
+    from fluxion.creation import zeros
+
+    base = zeros(n.shapes[0], dtype=g.dtype)
+    return (apply(OPS["scatter_add"], base, g, dim=n.attrs["dim"], index=n.attrs["index"]),)
+
+
+def _src_grad(n, g):
+    """Gradient for ``src`` of scatter/scatter_add: gathered, zero past the index's extent."""
+    dim, index = n.attrs["dim"], n.attrs["index"]
+    got = apply(OPS["gather"], g, dim=dim, index=index)
+    if got.shape != n.shapes[1]:
+        key = tuple(slice(0, s) for s in index.shape)
+        got = apply(OPS["slice_backward"], got, shape=n.shapes[1], key=key)
+    return got
+
+
+@defop("scatter", "index", save_inputs=False)
+def scatter(xp, a, src, dim, index):
+    out = a.copy()
+    if isinstance(src, np.ndarray) and src.ndim:
+        src = src[tuple(slice(0, s) for s in index.shape)]
+    out[_along(index, dim)] = src
+    return out
+
+
+@scatter.defgrad
+def _(n, g):
+    dim, index = n.attrs["dim"], n.attrs["index"]
+    ga = apply(OPS["scatter"], g, 0.0, dim=dim, index=index) if n.needs_input_grad[0] else None
+    gs = _src_grad(n, g) if n.needs_input_grad[1] else None
+    return ga, gs
+
+
+@defop("scatter_add", "index", save_inputs=False)
+def scatter_add(xp, a, src, dim, index):
+    out = a.copy()
+    src = src[tuple(slice(0, s) for s in index.shape)]
+    xp.add.at(out, _along(index, dim), src)
+    return out
+
+
+@scatter_add.defgrad
+def _(n, g):
+    return (g if n.needs_input_grad[0] else None,
+            _src_grad(n, g) if n.needs_input_grad[1] else None)

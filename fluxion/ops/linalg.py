@@ -1,0 +1,137 @@
+"""Matrix products (BLAS through the array namespace), einsum, and the sliding-window
+pair ``unfold``/``fold`` (im2col/col2im) that convolutions and pooling are built from."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from fluxion.ops.registry import OPS, apply, defop
+
+
+@defop("matmul", "linalg")
+def matmul(xp, a, b):
+    """Batched matrix product of operands with at least 2 dimensions."""
+    return xp.matmul(a, b)
+
+
+@matmul.defgrad
+def _(n, g):
+    from fluxion.ops.elementwise import sum_to
+
+    a, b = n.inputs
+    ga = sum_to(g @ b.mT, n.shapes[0]) if n.needs_input_grad[0] else None
+    gb = sum_to(a.mT @ g, n.shapes[1]) if n.needs_input_grad[1] else None
+    return ga, gb
+
+
+def parse_einsum(equation: str, ndims: list[int]) -> tuple[list[str], str]:
+    """Split an einsum equation into operand subscripts and output, expanding '...'."""
+    eq = equation.replace(" ", "")
+    lhs, arrow, rhs = eq.partition("->")
+    terms = lhs.split(",")
+    if len(terms) != len(ndims):
+        raise ValueError(
+            f"einsum(): {len(terms)} operand subscripts in {equation!r} but {len(ndims)} "
+            "operands were given"
+        )
+    used = set(c for c in eq if c.isalpha())
+    spare = [c for c in "ABCDEFGHIJKLMNOPQRSTUVWXYZ" if c not in used]
+    n_ell = max((nd - len(t.replace("...", "")) for t, nd in zip(terms, ndims) if "..." in t),
+                default=0)
+    ell = "".join(spare[:n_ell])
+    out_terms = []
+    for t, nd in zip(terms, ndims):
+        if "..." in t:
+            k = nd - len(t.replace("...", ""))
+            t = t.replace("...", ell[n_ell - k:] if k else "")
+        if len(t) != nd:
+            raise ValueError(
+                f"einsum(): operand subscripts {t!r} do not match an operand with {nd} dims"
+            )
+        out_terms.append(t)
+    if arrow:
+        out = rhs.replace("...", ell)
+    else:
+        counts = {c: "".join(out_terms).count(c) for c in set("".join(out_terms))}
+        out = ell + "".join(sorted(c for c, k in counts.items() if k == 1 and c not in ell))
+    return out_terms, out
+
+
+@defop("einsum", "linalg")
+def einsum(xp, *arrays, terms, out):
+    return xp.einsum(",".join(terms) + "->" + out, *arrays, optimize=len(arrays) > 2)
+
+
+@einsum.defgrad
+def _(n, g):
+    terms, out = n.attrs["terms"], n.attrs["out"]
+    ins, grads = n.inputs, []
+    for i, t in enumerate(terms):
+        if not n.needs_input_grad[i]:
+            grads.append(None)
+            continue
+        if len(set(t)) != len(t):
+            raise RuntimeError(f"einsum backward: repeated subscripts in {t!r} are not supported")
+        others = [terms[j] for j in range(len(terms)) if j != i]
+        avail = set(out).union(*others) if others else set(out)
+        # letters only operand i has (summed away) come back by broadcasting
+        kept = "".join(c for c in t if c in avail)
+        gi = apply(OPS["einsum"], g, *[ins[j] for j in range(len(ins)) if j != i],
+                   terms=[out, *others], out=kept)
+        if kept != t:
+            shape = n.shapes[i]
+            gi = gi.reshape(tuple(s if c in kept else 1 for c, s in zip(t, shape)))
+            gi = gi.expand(shape)
+        grads.append(gi)
+    return tuple(grads)
+
+
+def _window_view(xp, a, kernel, stride, dilation):
+    """(N, C, oh, ow, kh, kw) strided view of the sliding windows of (N, C, H, W)."""
+    (kh, kw), (sh, sw), (dh, dw) = kernel, stride, dilation
+    win = np.lib.stride_tricks.sliding_window_view(
+        a, ((kh - 1) * dh + 1, (kw - 1) * dw + 1), axis=(2, 3)
+    )
+    return win[:, :, ::sh, ::sw, ::dh, ::dw]
+
+
+@defop("unfold", "nn", save_inputs=False)
+def unfold(xp, a, kernel, stride, dilation):
+    """im2col of an (N, C, H, W) array: (N, C*kh*kw, oh*ow), PyTorch's F.unfold layout
+    (padding is a separate ``pad``)."""
+    n, c = a.shape[:2]
+    win = _window_view(xp, a, kernel, stride, dilation)
+    oh, ow = win.shape[2:4]
+    cols = xp.ascontiguousarray(win.transpose(0, 1, 4, 5, 2, 3))
+    return cols.reshape(n, c * kernel[0] * kernel[1], oh * ow)
+
+
+@unfold.defgrad
+def _(n, g):
+    return (apply(OPS["fold"], g, size=n.shapes[0][2:], **n.attrs),)
+
+
+@defop("fold", "nn", save_inputs=False)
+def fold(xp, cols, size, kernel, stride, dilation):
+    """col2im: sum (N, C*kh*kw, L) columns back into (N, C, H, W), overlaps added."""
+    (kh, kw), (sh, sw), (dh, dw) = kernel, stride, dilation
+    h, w = size
+    oh = (h - (kh - 1) * dh - 1) // sh + 1
+    ow = (w - (kw - 1) * dw - 1) // sw + 1
+    n = cols.shape[0]
+    c = cols.shape[1] // (kh * kw)
+    cols = cols.reshape(n, c, kh, kw, oh, ow)
+    out = xp.zeros((n, c, h, w), dtype=cols.dtype)
+    for i in range(kh):
+        for j in range(kw):
+            out[:, :, i * dh: i * dh + sh * oh: sh, j * dw: j * dw + sw * ow: sw] += cols[
+                :, :, i, j
+            ]
+    return out
+
+
+@fold.defgrad
+def _(n, g):
+    a = n.attrs
+    return (apply(OPS["unfold"], g, kernel=a["kernel"], stride=a["stride"],
+                  dilation=a["dilation"]),)

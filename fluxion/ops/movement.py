@@ -1,0 +1,171 @@
+"""Movement primitives: views (reshape, permute, expand, basic slicing) and copies that
+only rearrange (flip, roll, pad, cat, tril/triu, clone)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from fluxion.ops.registry import OPS, apply, defop
+
+
+@defop("reshape", "movement", view=True, save_inputs=False)
+def reshape(xp, a, shape):
+    return xp.reshape(a, shape)
+
+
+@reshape.defgrad
+def _(n, g):
+    return (g.reshape(n.shapes[0]),)
+
+
+@defop("permute", "movement", view=True, save_inputs=False)
+def permute(xp, a, dims):
+    return xp.transpose(a, dims)
+
+
+@permute.defgrad
+def _(n, g):
+    return (g.permute(tuple(np.argsort(n.attrs["dims"]).tolist())),)
+
+
+@defop("expand", "movement", view=True, save_inputs=False)
+def expand(xp, a, shape):
+    return xp.broadcast_to(a, shape)
+
+
+@expand.defgrad
+def _(n, g):
+    from fluxion.ops.elementwise import sum_to
+
+    return (sum_to(g, n.shapes[0]),)
+
+
+@defop("slice", "movement", view=True, save_inputs=False)
+def slice_(xp, a, key):
+    """Basic indexing: a tuple of ints, slices, None and Ellipsis."""
+    return a[key]
+
+
+@slice_.defgrad
+def _(n, g):
+    return (apply(OPS["slice_backward"], g, shape=n.shapes[0], key=n.attrs["key"]),)
+
+
+@defop("slice_backward", "movement", save_inputs=False)
+def slice_backward(xp, g, shape, key):
+    """Zeros of ``shape`` with ``g`` written at ``key``: the gradient of a slice."""
+    out = xp.zeros(shape, dtype=g.dtype)
+    out[key] = g
+    return out
+
+
+@slice_backward.defgrad
+def _(n, g):
+    return (apply(OPS["slice"], g, key=n.attrs["key"]),)
+
+
+@defop("flip", "movement", save_inputs=False)
+def flip(xp, a, dims):
+    return xp.flip(a, dims).copy()  # PyTorch's flip copies; a NumPy view would alias
+
+
+@flip.defgrad
+def _(n, g):
+    return (g.flip(n.attrs["dims"]),)
+
+
+@defop("roll", "movement", save_inputs=False)
+def roll(xp, a, shifts, dims):
+    return xp.roll(a, shifts, dims)
+
+
+@roll.defgrad
+def _(n, g):
+    shifts = n.attrs["shifts"]
+    neg = tuple(-s for s in shifts) if isinstance(shifts, tuple) else -shifts
+    return (g.roll(neg, n.attrs["dims"]),)
+
+
+@defop("pad", "movement", save_inputs=False)
+def pad(xp, a, widths, value=0.0):
+    """Constant padding; ``widths`` is NumPy's ((before, after), ...) per dimension.
+    Negative widths crop, as in PyTorch."""
+    crop = tuple(slice(max(-b, 0), s - max(-e, 0)) for (b, e), s in zip(widths, a.shape))
+    a = a[crop]
+    pos = tuple((max(b, 0), max(e, 0)) for b, e in widths)
+    return xp.pad(a, pos, constant_values=value)
+
+
+@pad.defgrad
+def _(n, g):
+    key = []
+    for (b, e), s in zip(n.attrs["widths"], g.shape):
+        key.append(slice(max(b, 0), s - max(e, 0)))
+    out = g[tuple(key)]
+    if any(b < 0 or e < 0 for b, e in n.attrs["widths"]):  # cropped parts get zeros
+        widths = tuple((max(-b, 0), max(-e, 0)) for b, e in n.attrs["widths"])
+        out = apply(OPS["pad"], out, widths=widths)
+    return (out,)
+
+
+@defop("cat", "movement", save_inputs=False)
+def cat(xp, *arrays, dim=0):
+    return xp.concatenate(arrays, axis=dim)
+
+
+@cat.defgrad
+def _(n, g):
+    dim, out, start = n.attrs["dim"], [], 0
+    for shape, need in zip(n.shapes, n.needs_input_grad):
+        size = shape[dim]
+        out.append(g.narrow(dim, start, size) if need else None)
+        start += size
+    return tuple(out)
+
+
+@defop("tril", "movement", save_inputs=False)
+def tril(xp, a, diagonal=0):
+    return xp.tril(a, diagonal)
+
+
+@defop("triu", "movement", save_inputs=False)
+def triu(xp, a, diagonal=0):
+    return xp.triu(a, diagonal)
+
+
+tril.backward = lambda n, g: (g.tril(n.attrs.get("diagonal", 0)),)
+triu.backward = lambda n, g: (g.triu(n.attrs.get("diagonal", 0)),)
+
+
+@defop("clone", "movement", save_inputs=False)
+def clone(xp, a):
+    return xp.array(a, copy=True, order="C")
+
+
+clone.backward = lambda n, g: (g,)
+
+
+@defop("view_scatter", "movement", save_inputs=False)
+def view_scatter(xp, base, src, chain):
+    """A copy of ``base`` whose view ``chain`` (a list of (view op, attrs)) holds ``src``:
+    how an in-place write through a view reaches the base's gradient."""
+    out = xp.array(base, copy=True)
+    v = out
+    for op, attrs in chain:
+        v = op.forward(xp, v, **attrs)
+    v[...] = src
+    return out
+
+
+@view_scatter.defgrad
+def _(n, g):
+    chain = n.attrs["chain"]
+    gb = gs = None
+    if n.needs_input_grad[0]:
+        zeros = g.new_zeros(n.shapes[1]) if n.shapes[1] is not None else 0.0
+        gb = apply(OPS["view_scatter"], g, zeros, chain=chain)
+    if n.needs_input_grad[1]:
+        gs = g
+        for op, attrs in chain:
+            gs = apply(op, gs, **attrs)
+    return gb, gs

@@ -1,0 +1,195 @@
+"""Reductions and scans. ``dims`` is a tuple of non-negative axes or None (all)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from fluxion.ops.registry import OPS, apply, defop
+from fluxion.tensor import Tensor
+
+
+def _kept(n: Any, g: Tensor) -> Tensor:
+    """Reshape a reduced gradient so it broadcasts against the input again."""
+    dims, keepdim = n.attrs.get("dims"), n.attrs.get("keepdim", False)
+    shape = n.shapes[0]
+    if keepdim or not shape:
+        return g
+    if dims is None:
+        return g.reshape((1,) * len(shape))
+    kshape = [1 if i in dims else s for i, s in enumerate(shape)]
+    return g.reshape(tuple(kshape))
+
+
+def _kept_out(n: Any) -> Tensor:
+    return _kept(n, n.out)
+
+
+def _reduce_kept(name: str, x: Tensor, dims: tuple[int, ...] | None) -> Tensor:
+    return apply(OPS[name], x, dims=dims, keepdim=True)
+
+
+@defop("sum", "reduce", save_inputs=False)
+def sum_(xp, a, dims=None, keepdim=False):
+    return xp.sum(a, axis=dims, keepdims=keepdim)
+
+
+@sum_.defgrad
+def _(n, g):
+    return (_kept(n, g).expand(n.shapes[0]),)
+
+
+@defop("prod", "reduce", save_output=True)
+def prod(xp, a, dims=None, keepdim=False):
+    return xp.prod(a, axis=dims, keepdims=keepdim)
+
+
+@prod.defgrad
+def _(n, g):
+    # grad = product of the others; out / x fails at zeros, so handle them apart
+    x, dims = n.inputs[0], n.attrs.get("dims")
+    is_zero = x == 0
+    safe = x.where(~is_zero, 1)
+    zeros = _reduce_kept("sum", is_zero, dims)
+    others = _reduce_kept("prod", safe, dims)
+    grad = (_kept_out(n) / safe).where(~is_zero, others.where(zeros == 1, 0))
+    return (_kept(n, g) * grad,)
+
+
+def _amax_grad(n, g):
+    x = n.inputs[0]
+    mask = x == _kept_out(n)
+    count = _reduce_kept("sum", mask, n.attrs.get("dims"))
+    return (_kept(n, g) * mask / count,)
+
+
+@defop("amax", "reduce", save_output=True)
+def amax(xp, a, dims=None, keepdim=False):
+    return xp.max(a, axis=dims, keepdims=keepdim)
+
+
+@defop("amin", "reduce", save_output=True)
+def amin(xp, a, dims=None, keepdim=False):
+    return xp.min(a, axis=dims, keepdims=keepdim)
+
+
+amax.backward = amin.backward = _amax_grad
+
+
+def _first_arg(xp, a, dim, largest):
+    """Index of the first max (min); NumPy, like PyTorch, lets NaN win."""
+    return xp.argmax(a, axis=dim) if largest else xp.argmin(a, axis=dim)
+
+
+@defop("max_dim", "reduce", n_aux=1)
+def max_dim(xp, a, dim, keepdim=False):
+    idx = xp.expand_dims(_first_arg(xp, a, dim, True), dim)
+    vals = xp.take_along_axis(a, idx, axis=dim)
+    if not keepdim:
+        vals, idx = vals.squeeze(dim), idx.squeeze(dim)
+    return vals, idx.astype(np.int64)
+
+
+@defop("min_dim", "reduce", n_aux=1)
+def min_dim(xp, a, dim, keepdim=False):
+    idx = xp.expand_dims(_first_arg(xp, a, dim, False), dim)
+    vals = xp.take_along_axis(a, idx, axis=dim)
+    if not keepdim:
+        vals, idx = vals.squeeze(dim), idx.squeeze(dim)
+    return vals, idx.astype(np.int64)
+
+
+def _select_grad(n, g):
+    x, dim = n.inputs[0], n.attrs["dim"]
+    idx = (x.argmax if n.op.name == "max_dim" else x.argmin)(dim, keepdim=True)
+    gk = g if n.attrs.get("keepdim") else g.unsqueeze(dim)
+    return (x.new_zeros(x.shape).scatter(dim, idx, gk),)
+
+
+max_dim.backward = min_dim.backward = _select_grad
+
+
+@defop("argmax", "reduce", differentiable=False)
+def argmax(xp, a, dim=None, keepdim=False):
+    r = _first_arg(xp, a if dim is not None else a.reshape(-1), dim if dim is not None else 0,
+                   True)
+    if keepdim:
+        r = xp.expand_dims(r, dim) if dim is not None else r.reshape((1,) * a.ndim)
+    return xp.asarray(r, dtype=np.int64)
+
+
+@defop("argmin", "reduce", differentiable=False)
+def argmin(xp, a, dim=None, keepdim=False):
+    r = _first_arg(xp, a if dim is not None else a.reshape(-1), dim if dim is not None else 0,
+                   False)
+    if keepdim:
+        r = xp.expand_dims(r, dim) if dim is not None else r.reshape((1,) * a.ndim)
+    return xp.asarray(r, dtype=np.int64)
+
+
+@defop("all", "reduce", differentiable=False)
+def all_(xp, a, dims=None, keepdim=False):
+    return xp.all(a, axis=dims, keepdims=keepdim)
+
+
+@defop("any", "reduce", differentiable=False)
+def any_(xp, a, dims=None, keepdim=False):
+    return xp.any(a, axis=dims, keepdims=keepdim)
+
+
+@defop("cumsum", "reduce", save_inputs=False)
+def cumsum(xp, a, dim):
+    return xp.cumsum(a, axis=dim)
+
+
+@cumsum.defgrad
+def _(n, g):
+    d = n.attrs["dim"]
+    return (g.flip(d).cumsum(d).flip(d),)
+
+
+@defop("norm2", "reduce", save_output=True)
+def norm2(xp, a, dims=None, keepdim=False):
+    """The Euclidean norm; its gradient is 0 at 0, as PyTorch defines it."""
+    return xp.sqrt(xp.sum(a * a, axis=dims, keepdims=keepdim))
+
+
+@norm2.defgrad
+def _(n, g):
+    x, out = n.inputs[0], _kept_out(n)
+    zero = out == 0
+    scale = (_kept(n, g) / out.where(~zero, 1)).where(~zero, 0)
+    return (x * scale,)
+
+
+def _sort_idx(xp, a, dim, descending, stable=True):
+    key = -a if descending and a.dtype.kind in "fi" else a
+    idx = xp.argsort(key, axis=dim, kind="stable")
+    if descending and a.dtype.kind not in "fi":
+        idx = xp.flip(xp.argsort(a, axis=dim, kind="stable"), axis=dim)
+    return idx
+
+
+@defop("sort", "reduce", n_aux=1)
+def sort(xp, a, dim=-1, descending=False, stable=False):
+    idx = _sort_idx(xp, a, dim, descending)
+    return xp.take_along_axis(a, idx, axis=dim), idx.astype(np.int64)
+
+
+@defop("topk", "reduce", n_aux=1)
+def topk(xp, a, k, dim=-1, largest=True, sorted=True):
+    idx = xp.take(_sort_idx(xp, a, dim, largest), xp.arange(k), axis=dim)
+    return xp.take_along_axis(a, idx, axis=dim), idx.astype(np.int64)
+
+
+def _sorted_grad(n, g):
+    x, a = n.inputs[0], n.attrs
+    if n.op.name == "sort":
+        _, idx = x.detach().sort(a.get("dim", -1), a.get("descending", False))
+    else:
+        _, idx = x.detach().topk(a["k"], a.get("dim", -1), a.get("largest", True))
+    return (x.new_zeros(x.shape).scatter(a.get("dim", -1), idx, g),)
+
+
+sort.backward = topk.backward = _sorted_grad
