@@ -36,7 +36,8 @@ def format_tensor(t) -> str:
         if d.is_floating_point:
             fmt["float_kind"] = _float_formatter(data)
         elif d is _dtype.bool_:
-            fmt["bool"] = lambda v: "True" if v else "False"
+            width = 4 if data.all() else 5
+            fmt["bool"] = lambda v: ("True" if v else "False").rjust(width)
         body = np.array2string(
             data, separator=", ", prefix="tensor(", formatter=fmt, threshold=1000,
             edgeitems=3, max_line_width=80,

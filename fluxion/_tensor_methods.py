@@ -309,8 +309,14 @@ def _new(kind: str) -> Any:
 
 
 # --- operators ---------------------------------------------------------------------------
+def _binop(name: str) -> Any:
+    op = OPS[name]
+    return lambda self, other: call_binary(op, self, other)
+
+
 def _swap(name: str) -> Any:
-    return lambda self, other: call_binary(name, other, self)
+    op = OPS[name]
+    return lambda self, other: call_binary(op, other, self)
 
 
 def _ipow(self: Tensor, other: Any) -> Tensor:
@@ -319,8 +325,9 @@ def _ipow(self: Tensor, other: Any) -> Tensor:
 
 _METHODS: dict[str, Any] = {
     # operators
-    "__add__": F.add, "__radd__": F.add, "__sub__": F.sub, "__rsub__": _swap("sub"),
-    "__mul__": F.mul, "__rmul__": F.mul, "__truediv__": F.div, "__rtruediv__": _swap("div"),
+    "__add__": _binop("add"), "__radd__": _binop("add"), "__sub__": F.sub,
+    "__rsub__": _swap("sub"), "__mul__": _binop("mul"), "__rmul__": _binop("mul"),
+    "__truediv__": _binop("div"), "__rtruediv__": _swap("div"),
     "__floordiv__": F.floor_divide, "__rfloordiv__": _swap("floor_divide"),
     "__mod__": F.remainder, "__rmod__": _swap("remainder"), "__pow__": F.pow,
     "__rpow__": _swap("pow"), "__matmul__": F.matmul,

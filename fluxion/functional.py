@@ -311,30 +311,31 @@ def nan_to_num(input: Tensor, nan: float = 0.0, posinf: float | None = None,
     return call_unary("nan_to_num", input, nan=nan, posinf=posinf, neginf=neginf)
 
 
-def _comparison(name: str) -> Any:
+def _binary_fn(name: str, summary: str, example: str) -> Any:
     def fn(input: TensorOrNumber, other: TensorOrNumber) -> Tensor:
         return call_binary(name, input, other)
 
     fn.__name__ = fn.__qualname__ = name
-    fn.__doc__ = (
-        f"Elementwise ``{name}`` (bool result).\n\n    >>> import fluxion\n"
-        f"    >>> fluxion.{name}(fluxion.tensor([1, 2]), 2).dtype\n    fluxion.bool\n    "
-    )
+    call = f"fluxion.{name}(fluxion.tensor([1, 2, 3]), 2)"
+    fn.__doc__ = f"{summary}\n\n    >>> import fluxion\n    >>> {call}\n    {example}\n    "
     return fn
 
 
-eq = _comparison("eq")
-ne = _comparison("ne")
-lt = _comparison("lt")
-le = _comparison("le")
-gt = _comparison("gt")
-ge = _comparison("ge")
-logical_and = _comparison("logical_and")
-logical_or = _comparison("logical_or")
-logical_xor = _comparison("logical_xor")
-bitwise_and = _comparison("bitwise_and")
-bitwise_or = _comparison("bitwise_or")
-bitwise_xor = _comparison("bitwise_xor")
+eq = _binary_fn("eq", "Elementwise ``==``.", "tensor([False,  True, False])")
+ne = _binary_fn("ne", "Elementwise ``!=``.", "tensor([ True, False,  True])")
+lt = _binary_fn("lt", "Elementwise ``<``.", "tensor([ True, False, False])")
+le = _binary_fn("le", "Elementwise ``<=``.", "tensor([ True,  True, False])")
+gt = _binary_fn("gt", "Elementwise ``>``.", "tensor([False, False,  True])")
+ge = _binary_fn("ge", "Elementwise ``>=``.", "tensor([False,  True,  True])")
+logical_and = _binary_fn("logical_and", "Elementwise AND of truth values.",
+                         "tensor([True, True, True])")
+logical_or = _binary_fn("logical_or", "Elementwise OR of truth values.",
+                        "tensor([True, True, True])")
+logical_xor = _binary_fn("logical_xor", "Elementwise XOR of truth values.",
+                         "tensor([False, False, False])")
+bitwise_and = _binary_fn("bitwise_and", "Bitwise AND (logical for bool).", "tensor([0, 2, 2])")
+bitwise_or = _binary_fn("bitwise_or", "Bitwise OR (logical for bool).", "tensor([3, 2, 3])")
+bitwise_xor = _binary_fn("bitwise_xor", "Bitwise XOR (logical for bool).", "tensor([3, 0, 1])")
 greater, greater_equal, less, less_equal, not_equal = gt, ge, lt, le, ne
 
 

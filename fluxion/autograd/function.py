@@ -73,6 +73,10 @@ class _OutputOp:
 class FunctionCtx(Node):
     """The ``ctx`` of a Function: also its node in the graph (its ``grad_fn``)."""
 
+    @property
+    def needs_input_grad(self) -> tuple[bool, ...]:
+        return self._needs
+
     def save_for_backward(self, *tensors: Tensor | None) -> None:
         """Keep tensors for backward; modifying them in place afterwards is an error."""
         self._saved = tuple(tensors)
@@ -143,7 +147,7 @@ class Function:
         )
         ctx = FunctionCtx.__new__(FunctionCtx)
         ctx._saved, ctx._saved_v, ctx._non_diff, ctx._materialize = (), (), set(), True
-        ctx.needs_input_grad = tuple(isinstance(a, Tensor) and a.requires_grad for a in args)
+        ctx._needs = tuple(isinstance(a, Tensor) and a.requires_grad for a in args)
         with no_grad():
             out = cls.forward(ctx, *args, **kwargs)
         if not record:
@@ -165,7 +169,7 @@ class Function:
             else:
                 sel = Node.__new__(Node)
                 Node.__init__(sel, _OutputOp(i, len(outs)), (), {}, o)  # type: ignore[arg-type]
-                sel.next, sel.shapes, sel.dtypes, sel.needs_input_grad = (ctx,), (None,), (None,), (True,)
+                sel.next, sel.shapes, sel.dtypes = (ctx,), (None,), (None,)
                 o.grad_fn = sel
             o.requires_grad = True
             wrapped.append(o)

@@ -8,7 +8,6 @@ from typing import Any
 import numpy as np
 
 from fluxion.autograd.engine import grad
-from fluxion.autograd.grad_mode import no_grad
 from fluxion.tensor import Tensor
 
 
@@ -25,12 +24,12 @@ def _numerical(fn: Callable, inputs: list[Any], i: int, eps: float) -> list[np.n
     cols: list[list[np.ndarray]] = []
     for k in range(flat.size):
         orig = flat[k]
-        with no_grad():
-            flat[k] = orig + eps
-            plus = [o._data.astype(np.float64).ravel().copy() for o in _outputs(fn, inputs)]
-            flat[k] = orig - eps
-            minus = [o._data.astype(np.float64).ravel().copy() for o in _outputs(fn, inputs)]
-            flat[k] = orig
+        # grad mode stays on: fn may itself take gradients (gradgradcheck)
+        flat[k] = orig + eps
+        plus = [o._data.astype(np.float64).ravel().copy() for o in _outputs(fn, inputs)]
+        flat[k] = orig - eps
+        minus = [o._data.astype(np.float64).ravel().copy() for o in _outputs(fn, inputs)]
+        flat[k] = orig
         cols.append([(p - m) / (2 * eps) for p, m in zip(plus, minus)])
     n_out = len(_outputs(fn, inputs))
     return [

@@ -7,9 +7,10 @@ from typing import TYPE_CHECKING, Any
 
 from fluxion.autograd.grad_mode import state
 
+from fluxion.tensor import Tensor
+
 if TYPE_CHECKING:
     from fluxion.ops.registry import Op
-    from fluxion.tensor import Tensor
 
 
 def _user_frame() -> traceback.FrameSummary | None:
@@ -32,7 +33,7 @@ class Node:
     """
 
     __slots__ = (
-        "op", "next", "attrs", "shapes", "dtypes", "needs_input_grad", "_inputs",
+        "op", "next", "attrs", "shapes", "dtypes", "_inputs",
         "_saved_versions", "_out_data", "_out_version", "_out_saved_version", "_freed",
         "pre_hooks", "trace", "__weakref__",
     )
@@ -40,30 +41,32 @@ class Node:
     def __init__(self, op: Op, inputs: tuple, attrs: dict, out: Tensor) -> None:
         self.op = op
         self.attrs = attrs
-        nxt, shapes, dtypes, needs = [], [], [], []
+        nxt: list = []
+        shapes: list = []
+        dtypes: list = []
         for t in inputs:
-            rg = getattr(t, "requires_grad", False)
-            needs.append(rg)
-            if rg:
-                nxt.append(t if t.grad_fn is None else t.grad_fn)
-                shapes.append(t._data.shape)
-                dtypes.append(t._data.dtype)
+            if isinstance(t, Tensor):
+                d = t._data
+                shapes.append(d.shape)
+                if t.requires_grad:
+                    g = t.grad_fn
+                    nxt.append(t if g is None else g)
+                    dtypes.append(d.dtype)
+                    continue
             else:
-                nxt.append(None)
-                shapes.append(getattr(getattr(t, "_data", None), "shape", None))
-                dtypes.append(None)
+                shapes.append(None)
+            dtypes.append(None)
+            nxt.append(None)
         self.next = tuple(nxt)
         self.shapes = tuple(shapes)
         self.dtypes = tuple(dtypes)
-        self.needs_input_grad = tuple(needs)
         if op.save_inputs:
             self._inputs = inputs
             self._saved_versions = tuple(
-                t._vbox[0] if hasattr(t, "_vbox") else None for t in inputs
+                t._vbox[0] if isinstance(t, Tensor) else None for t in inputs
             )
         else:
             self._inputs = None
-            self._saved_versions = ()
         if op.save_output:
             self._out_data = out._data
             self._out_version = out._vbox
@@ -73,6 +76,11 @@ class Node:
         self._freed = False
         self.pre_hooks: list | None = None
         self.trace = _user_frame() if state.anomaly else None
+
+    @property
+    def needs_input_grad(self) -> tuple[bool, ...]:
+        """Per input, whether it needs a gradient (PyTorch's ``ctx.needs_input_grad``)."""
+        return tuple(e is not None for e in self.next)
 
     # --- what backward rules read -------------------------------------------------
     @property
@@ -86,8 +94,6 @@ class Node:
         """The op's output as a tensor whose ``grad_fn`` is this node (for 2nd order)."""
         if self._freed:
             self._raise_freed()
-        from fluxion.tensor import Tensor
-
         t = Tensor._make(self._out_data)
         t.grad_fn = self
         t.requires_grad = True

@@ -465,37 +465,39 @@ def _broadcast_check(name: str, a: Tensor, b: Tensor) -> None:
             )
 
 
-def call_binary(name: str, a: Any, b: Any) -> Tensor:
+def call_binary(name: str | Op, a: Any, b: Any) -> Tensor:
     """Apply a binary primitive with PyTorch's promotion; either side may be a scalar."""
-    op = OPS[name]
-    ta, tb = isinstance(a, Tensor), isinstance(b, Tensor)
-    if ta and tb:
-        da, db = a._data.dtype, b._data.dtype
-        if (da is not db and da != db) or (op.dtype_rule == "float" and da.kind != "f"):
-            rd = _out_dtype(op, _dtype.result_type(a, b))
-            if a._data.dtype != rd.np:
-                a = a.to(rd)
-            if b._data.dtype != rd.np:
-                b = b.to(rd)
-        if a._data.shape != b._data.shape:
-            _broadcast_check(name, a, b)
-        return apply(op, a, b)
-    if not ta and not tb:
+    op = OPS[name] if type(name) is str else name
+    if isinstance(a, Tensor):
+        if isinstance(b, Tensor):
+            da, db = a._data.dtype, b._data.dtype
+            if da != db or (op.dtype_rule == "float" and da.kind != "f"):
+                rd = _out_dtype(op, _dtype.result_type(a, b))
+                if da != rd.np:
+                    a = a.to(rd)
+                if db != rd.np:
+                    b = b.to(rd)
+            if a._data.shape != b._data.shape:
+                _broadcast_check(op.name, a, b)
+            return apply(op, a, b)
+        t, s, first = a, b, True
+    elif isinstance(b, Tensor):
+        t, s, first = b, a, False
+    else:
         from fluxion.creation import tensor
 
-        return call_binary(name, tensor(a), b)
-    t, s = (a, b) if ta else (b, a)
+        return call_binary(op, tensor(a), b)
     if isinstance(s, np.generic):
         s = s.item()
-    _check_scalar(name, s)
+    elif not isinstance(s, (bool, int, float)):
+        _check_scalar(op.name, s)
     kind = t._data.dtype.kind
     # a Python scalar only changes the dtype when it brings a higher category
-    need = (isinstance(s, float) and kind != "f") or (
-        isinstance(s, int) and not isinstance(s, bool) and kind == "b"
-    ) or (op.dtype_rule == "float" and kind != "f")
-    if need:
+    if (op.dtype_rule == "float" and kind != "f") or (
+        type(s) is float and kind != "f") or (type(s) is int and kind == "b"
+    ):
         t = t.to(_out_dtype(op, _dtype.result_type(t, s)))
-    return apply(op, t, s) if ta else apply(op, s, t)
+    return apply(op, t, s) if first else apply(op, s, t)
 
 
 def call_unary(name: str, x: Any, **attrs: Any) -> Tensor:

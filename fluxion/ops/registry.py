@@ -9,6 +9,7 @@ exporters all read this table.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -19,10 +20,13 @@ from fluxion.autograd.grad_mode import state
 from fluxion.autograd.node import Node
 from fluxion.tensor import Tensor
 
+# IEEE results (inf, nan) are values, as in PyTorch: no NumPy RuntimeWarnings from kernels
+warnings.filterwarnings("ignore", category=RuntimeWarning, module=r"fluxion\.ops\..*")
+
 KINDS = ("unary", "binary", "ternary", "reduce", "movement", "index", "linalg", "nn")
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class Op:
     """One primitive. ``forward(xp, *arrays, **attrs)`` returns an array (or a tuple whose
     first item is the differentiable output and the rest non-differentiable extras, e.g.
@@ -78,23 +82,38 @@ def _describe(inputs: tuple) -> str:
     )
 
 
+_ndarray = np.ndarray
+_NUMPY_ERRORS = (ValueError, TypeError, np.exceptions.AxisError)
+
+
 def apply(op: Op, *inputs: Any, **attrs: Any) -> Any:
     """Run ``op`` eagerly on tensors (Python scalars pass through) and record it for
-    autograd when grad mode is on and an input requires grad.
+    autograd when grad mode is on and an input requires grad. Every op goes through here
+    (the compiler's capture hooks in at this point too).
 
     >>> import fluxion
     >>> from fluxion.ops import OPS, apply
     >>> apply(OPS["mul"], fluxion.tensor([1.0, 2.0]), 3.0)
     tensor([3., 6.])
     """
-    arrays = [x._data if isinstance(x, Tensor) else x for x in inputs]
+    arrays = []
+    needs_grad = False
+    for x in inputs:
+        if isinstance(x, Tensor):
+            arrays.append(x._data)
+            if x.requires_grad:
+                needs_grad = True
+        else:
+            arrays.append(x)
     try:
         out = op.forward(np, *arrays, **attrs)
-    except (ValueError, IndexError, TypeError, np.exceptions.AxisError) as e:
+    except IndexError as e:
+        raise IndexError(f"{op.name}: {e} (inputs: {_describe(inputs)})") from None
+    except _NUMPY_ERRORS as e:
         raise RuntimeError(f"{op.name}: {e} (inputs: {_describe(inputs)})") from None
     if op.n_aux:
         out, *aux = out
-    if type(out) is not np.ndarray:
+    if type(out) is not _ndarray:
         out = np.asarray(out)
     result = Tensor._make(out)
     if op.view and np.may_share_memory(out, arrays[0]):
@@ -102,12 +121,7 @@ def apply(op: Op, *inputs: Any, **attrs: Any) -> Any:
         result._vbox = src._vbox
         result._base = src if src._base is None else src._base
         result._view = (src, op, attrs)
-    if (
-        state.enabled
-        and op.differentiable
-        and out.dtype.kind == "f"
-        and any(isinstance(x, Tensor) and x.requires_grad for x in inputs)
-    ):
+    if needs_grad and state.enabled and op.differentiable and out.dtype.kind == "f":
         result.grad_fn = Node(op, inputs, attrs, result)
         result.requires_grad = True
     if op.n_aux:
