@@ -43,6 +43,7 @@ class Op:
     differentiable: bool = True  # False: outputs never carry gradients (comparisons...)
     n_aux: int = 0  # how many non-differentiable extra outputs follow the main one
     dtype_rule: str = "same"  # elementwise: promote | float | bool | same
+    shape_rule: Callable[..., tuple] | None = None  # (specs, attrs) -> (shape, np dtype)
     doc: str = ""
     node_name: str = field(default="", init=False)
 
@@ -55,8 +56,91 @@ class Op:
         self.backward = fn
         return fn
 
+    def defshape(self, fn: Callable[..., tuple]) -> Callable[..., tuple]:
+        """Decorator: attach ``fn(specs, **attrs) -> (shape, dtype)`` as the shape rule."""
+        self.shape_rule = fn
+        return fn
+
+    def infer(self, *inputs: Any, **attrs: Any) -> tuple[tuple[int, ...], np.dtype]:
+        """Output shape and dtype without computing: ``inputs`` are ``Spec``s (or anything
+        with ``shape`` and ``dtype``, tensors included) and Python scalars.
+
+        >>> from fluxion.ops import OPS, Spec
+        >>> OPS["add"].infer(Spec((2, 1), "float32"), Spec((3,), "float32"))
+        ((2, 3), dtype('float32'))
+        """
+        specs = [Spec.of(x) for x in inputs]
+        if self.shape_rule is not None:
+            return self.shape_rule(specs, **attrs)
+        if self.kind in ("unary", "binary", "ternary"):
+            return _elementwise_rule(self, specs)
+        if self.name in _DIMS_REDUCTIONS:
+            shape, dtype = _reduce_rule(specs, **attrs)
+            return shape, np.dtype(bool) if self.name in ("all", "any") else dtype
+        return _abstract_eval(self, specs, attrs)
+
     def __repr__(self) -> str:
         return f"Op({self.name}, kind={self.kind})"
+
+
+_DIMS_REDUCTIONS = frozenset({"sum", "prod", "amax", "amin", "all", "any", "norm2"})
+
+
+class Spec:
+    """An input's shape and dtype: what shape rules and the compiler reason about."""
+
+    __slots__ = ("shape", "dtype")
+
+    def __init__(self, shape: tuple[int, ...], dtype: Any) -> None:
+        self.shape = tuple(shape)
+        self.dtype = np.dtype(dtype)
+
+    @staticmethod
+    def of(x: Any) -> Any:
+        if isinstance(x, Spec) or x is None or isinstance(x, (bool, int, float)):
+            return x
+        if isinstance(x, Tensor):
+            return Spec(x._data.shape, x._data.dtype)
+        return Spec(np.shape(x), np.asarray(x).dtype if not hasattr(x, "dtype") else x.dtype)
+
+    def __repr__(self) -> str:
+        return f"Spec({self.shape}, {self.dtype})"
+
+
+def _elementwise_rule(op: Op, specs: list) -> tuple[tuple[int, ...], np.dtype]:
+    arrays = [s for s in specs if isinstance(s, Spec)]
+    shape = np.broadcast_shapes(*(s.shape for s in arrays))
+    if op.dtype_rule == "bool":
+        return shape, np.dtype(bool)
+    # the public wrappers cast operands to the result dtype before the kernel runs;
+    # where's condition is the bool operand that does not count
+    values = arrays[1:] if op.kind == "ternary" and len(arrays) > 1 else arrays
+    return shape, values[0].dtype
+
+
+def _reduce_rule(specs: list, dims: tuple[int, ...] | None = None,
+                 keepdim: bool = False) -> tuple[tuple[int, ...], np.dtype]:
+    x = specs[0]
+    axes = range(len(x.shape)) if dims is None else dims
+    if keepdim:
+        shape = tuple(1 if i in axes else s for i, s in enumerate(x.shape))
+    else:
+        shape = tuple(s for i, s in enumerate(x.shape) if i not in axes)
+    return shape, x.dtype
+
+
+def _abstract_eval(op: Op, specs: list, attrs: dict) -> tuple[tuple[int, ...], np.dtype]:
+    """The fallback rule: run the kernel on zero-strided dummies (exact by construction;
+    ops whose kernels copy pay an allocation, so hot ops get explicit rules)."""
+    dummies = [
+        np.lib.stride_tricks.as_strided(np.zeros(1, s.dtype), s.shape, (0,) * len(s.shape))
+        if isinstance(s, Spec) else s for s in specs
+    ]
+    out = op.forward(np, *dummies, **attrs)
+    if op.n_aux:
+        out = out[0]
+    out = np.asarray(out)
+    return out.shape, out.dtype
 
 
 OPS: dict[str, Op] = {}
