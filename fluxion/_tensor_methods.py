@@ -155,6 +155,21 @@ def _inplace_from(fn: Any, method: str) -> Any:
     return inplace
 
 
+def addcmul_(self: Tensor, tensor1: Tensor, tensor2: Tensor, *, value: Any = 1) -> Tensor:
+    """``self += value * tensor1 * tensor2`` in place."""
+    return _METHODS["add_"](self, call_binary("mul", tensor1, tensor2), alpha=value)
+
+
+def addcdiv_(self: Tensor, tensor1: Tensor, tensor2: Tensor, *, value: Any = 1) -> Tensor:
+    """``self += value * tensor1 / tensor2`` in place."""
+    return _METHODS["add_"](self, call_binary("div", tensor1, tensor2), alpha=value)
+
+
+def lerp_(self: Tensor, end: Tensor, weight: Any) -> Tensor:
+    """``self += weight * (end - self)`` in place."""
+    return _METHODS["add_"](self, call_binary("mul", call_binary("sub", end, self), weight))
+
+
 def zero_(self: Tensor) -> Tensor:
     """Fill with zeros in place."""
     return fill_(self, 0)
@@ -344,7 +359,11 @@ _METHODS: dict[str, Any] = {
     # in place
     "add_": _inplace_binary("add", "add_"), "sub_": _inplace_binary("sub", "sub_"),
     "mul_": _inplace_binary("mul", "mul_"), "div_": _inplace_binary("div", "div_"),
-    "pow_": _ipow, "zero_": zero_, "fill_": fill_, "copy_": copy_,
+    "pow_": _ipow, "addcmul_": addcmul_, "addcdiv_": addcdiv_, "lerp_": lerp_,
+    "addcmul": lambda self, t1, t2, *, value=1: self + value * (t1 * t2),
+    "addcdiv": lambda self, t1, t2, *, value=1: self + value * (t1 / t2),
+    "lerp": lambda self, end, weight: self + weight * (end - self),
+    "zero_": zero_, "fill_": fill_, "copy_": copy_,
     "uniform_": uniform_, "normal_": normal_, "bernoulli_": bernoulli_,
     "exponential_": exponential_, "random_": random_,
     # conversions and structure
@@ -379,7 +398,7 @@ outer""".split()
 
 _INPLACE = """neg abs sign exp log log1p expm1 sqrt rsqrt reciprocal sin cos tan tanh sigmoid
 relu erf floor ceil round trunc clamp clip nan_to_num masked_fill scatter scatter_add
-remainder floor_divide fmod square tril triu logical_not""".split()
+remainder floor_divide fmod square tril triu logical_not maximum minimum""".split()
 
 
 def _attach() -> None:
