@@ -428,3 +428,667 @@ def embedding(input: Tensor, weight: Tensor, padding_idx: int | None = None,
         keep[padding_idx] = False
         w = F.where(Tensor._make(keep), weight, weight.detach())
     return apply(OPS["index"], w, key=(idx,))
+
+
+# --- more activations ------------------------------------------------------------------
+def leaky_relu(input: Tensor, negative_slope: float = 0.01, inplace: bool = False) -> Tensor:
+    """x if x > 0 else negative_slope * x.
+
+    >>> import fluxion
+    >>> fluxion.nn.functional.leaky_relu(fluxion.tensor([-1.0, 2.0]), 0.1)
+    tensor([-0.1000,  2.0000])
+    """
+    out = F.where(input > 0, input, input * negative_slope)
+    return input.copy_(out) if inplace else out
+
+
+def elu(input: Tensor, alpha: float = 1.0, inplace: bool = False) -> Tensor:
+    """x if x > 0 else alpha * (exp(x) - 1).
+
+    >>> import fluxion
+    >>> fluxion.nn.functional.elu(fluxion.tensor([0.0, 1.0]))
+    tensor([0., 1.])
+    """
+    out = F.where(input > 0, input, (input.clamp(max=0).expm1()) * alpha)
+    return input.copy_(out) if inplace else out
+
+
+def gelu(input: Tensor, approximate: str = "none") -> Tensor:
+    """Gaussian error linear unit: x * Phi(x), or its tanh approximation.
+
+    >>> import fluxion
+    >>> fluxion.nn.functional.gelu(fluxion.tensor([0.0, 1.0]))
+    tensor([0.0000, 0.8413])
+    """
+    if approximate == "tanh":
+        inner = (input + input * input * input * 0.044715) * math.sqrt(2 / math.pi)
+        return input * 0.5 * (inner.tanh() + 1)
+    if approximate != "none":
+        raise ValueError(f"approximate argument must be either none or tanh, got {approximate!r}")
+    return input * 0.5 * ((input * (1 / math.sqrt(2))).erf() + 1)
+
+
+def silu(input: Tensor, inplace: bool = False) -> Tensor:
+    """x * sigmoid(x).
+
+    >>> import fluxion
+    >>> fluxion.nn.functional.silu(fluxion.tensor([0.0]))
+    tensor([0.])
+    """
+    out = input * input.sigmoid()
+    return input.copy_(out) if inplace else out
+
+
+def softplus(input: Tensor, beta: float = 1.0, threshold: float = 20.0) -> Tensor:
+    """log(1 + exp(beta x)) / beta, linear above ``threshold``.
+
+    >>> import fluxion
+    >>> fluxion.nn.functional.softplus(fluxion.tensor([0.0]))
+    tensor([0.6931])
+    """
+    bx = input * beta
+    soft = (bx.clamp(max=threshold)).exp().log1p() / beta
+    return F.where(bx > threshold, input, soft)
+
+
+def hardtanh(input: Tensor, min_val: float = -1.0, max_val: float = 1.0) -> Tensor:
+    """Clamp to [min_val, max_val]."""
+    return input.clamp(min_val, max_val)
+
+
+def relu6(input: Tensor, inplace: bool = False) -> Tensor:
+    """min(max(x, 0), 6)."""
+    return input.clamp(0, 6)
+
+
+# --- linear, dropout, normalisation -----------------------------------------------------
+def linear(input: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
+    """``input @ weight.T + bias``.
+
+    >>> import fluxion
+    >>> fluxion.nn.functional.linear(fluxion.ones(2, 3), fluxion.ones(4, 3)).shape
+    fluxion.Size([2, 4])
+    """
+    if input.shape[-1:] != weight.shape[-1:]:
+        raise RuntimeError(
+            f"linear: mat1 and mat2 shapes cannot be multiplied "
+            f"({'x'.join(map(str, (math.prod(input.shape[:-1]), input.shape[-1])))} and "
+            f"{weight.shape[1]}x{weight.shape[0]}); input {list(input.shape)}, weight "
+            f"{list(weight.shape)}"
+        )
+    out = input @ weight.t()
+    return out + bias if bias is not None else out
+
+
+def _dropout_mask(shape: tuple, p: float, dtype: np.dtype) -> Tensor:
+    from fluxion.random import _rng
+
+    keep = _rng(None).random(shape) >= p
+    return Tensor._make((keep / (1.0 - p)).astype(dtype))
+
+
+def dropout(input: Tensor, p: float = 0.5, training: bool = True, inplace: bool = False) -> Tensor:
+    """Zero elements with probability ``p`` in training, scaling the rest by 1/(1-p).
+
+    >>> import fluxion
+    >>> fluxion.nn.functional.dropout(fluxion.ones(4), 0.5, training=False)
+    tensor([1., 1., 1., 1.])
+    """
+    if not 0 <= p <= 1:
+        raise ValueError(f"dropout probability has to be between 0 and 1, but got {p}")
+    if not training or p == 0:
+        return input
+    if p == 1:
+        return input * 0
+    out = input * _dropout_mask(input.shape, p, input._data.dtype)
+    return input.copy_(out) if inplace else out
+
+
+def dropout2d(input: Tensor, p: float = 0.5, training: bool = True,
+              inplace: bool = False) -> Tensor:
+    """Zero whole channels of (N, C, H, W) (or (C, H, W)) with probability ``p``.
+
+    >>> import fluxion
+    >>> fluxion.nn.functional.dropout2d(fluxion.ones(1, 2, 2, 2), training=False).shape
+    fluxion.Size([1, 2, 2, 2])
+    """
+    if not 0 <= p <= 1:
+        raise ValueError(f"dropout probability has to be between 0 and 1, but got {p}")
+    if not training or p == 0:
+        return input
+    shape = tuple(input.shape[:-2]) + (1, 1)
+    out = input * _dropout_mask(shape, p, input._data.dtype) if p < 1 else input * 0
+    return input.copy_(out) if inplace else out
+
+
+def batch_norm(input: Tensor, running_mean: Tensor | None, running_var: Tensor | None,
+               weight: Tensor | None = None, bias: Tensor | None = None,
+               training: bool = False, momentum: float | None = 0.1,
+               eps: float = 1e-5) -> Tensor:
+    """Normalise over the batch (and spatial) dimensions per channel (dim 1); in training
+    updates the running statistics in place (unbiased variance), as PyTorch.
+
+    >>> import fluxion
+    >>> x = fluxion.randn(8, 3)
+    >>> y = fluxion.nn.functional.batch_norm(x, None, None, training=True)
+    >>> bool(y.mean(0).abs().max() < 1e-5)
+    True
+    """
+    if input.ndim < 2:
+        raise ValueError(f"batch_norm: expected 2D or more input (got {input.ndim}D input)")
+    c = input.shape[1]
+    dims = (0,) + tuple(range(2, input.ndim))
+    shape = (1, c) + (1,) * (input.ndim - 2)
+    if training:
+        n = input.numel() // c
+        if n <= 1:
+            raise ValueError(f"Expected more than 1 value per channel when training, got input "
+                             f"size {list(input.shape)}")
+        mean = input.mean(dims)
+        var = input.var(dims, correction=0)
+        if running_mean is not None and running_var is not None:
+            from fluxion.autograd.grad_mode import no_grad
+
+            with no_grad():
+                m = 0.1 if momentum is None else momentum
+                running_mean.mul_(1 - m).add_(mean.detach() * m)
+                running_var.mul_(1 - m).add_(var.detach() * (m * n / (n - 1)))
+    else:
+        if running_mean is None or running_var is None:
+            raise RuntimeError("batch_norm: running_mean and running_var are needed in eval mode")
+        mean, var = running_mean, running_var
+    out = (input - mean.reshape(shape)) * (var.reshape(shape) + eps).rsqrt()
+    if weight is not None:
+        out = out * weight.reshape(shape)
+    if bias is not None:
+        out = out + bias.reshape(shape)
+    return out
+
+
+def layer_norm(input: Tensor, normalized_shape: Sequence[int], weight: Tensor | None = None,
+               bias: Tensor | None = None, eps: float = 1e-5) -> Tensor:
+    """Normalise over the last ``len(normalized_shape)`` dimensions.
+
+    >>> import fluxion
+    >>> y = fluxion.nn.functional.layer_norm(fluxion.randn(2, 5), (5,))
+    >>> bool(y.mean(-1).abs().max() < 1e-5)
+    True
+    """
+    ns = (normalized_shape,) if isinstance(normalized_shape, int) else tuple(normalized_shape)
+    if tuple(input.shape[-len(ns):]) != ns:
+        raise RuntimeError(f"Given normalized_shape={list(ns)}, expected input with shape "
+                           f"[*, {', '.join(map(str, ns))}], but got input of size "
+                           f"{list(input.shape)}")
+    dims = tuple(range(input.ndim - len(ns), input.ndim))
+    mean = input.mean(dims, keepdim=True)
+    d = input - mean
+    var = (d * d).mean(dims, keepdim=True)
+    out = d * (var + eps).rsqrt()
+    if weight is not None:
+        out = out * weight
+    if bias is not None:
+        out = out + bias
+    return out
+
+
+def group_norm(input: Tensor, num_groups: int, weight: Tensor | None = None,
+               bias: Tensor | None = None, eps: float = 1e-5) -> Tensor:
+    """Normalise over groups of channels (and spatial dimensions).
+
+    >>> import fluxion
+    >>> fluxion.nn.functional.group_norm(fluxion.randn(2, 4, 3), 2).shape
+    fluxion.Size([2, 4, 3])
+    """
+    n, c = input.shape[:2]
+    if c % num_groups:
+        raise RuntimeError(f"Expected number of channels in input to be divisible by "
+                           f"num_groups, but got input of shape {list(input.shape)} and "
+                           f"num_groups={num_groups}")
+    x = input.reshape(n, num_groups, -1)
+    mean = x.mean(-1, keepdim=True)
+    d = x - mean
+    var = (d * d).mean(-1, keepdim=True)
+    out = (d * (var + eps).rsqrt()).reshape(input.shape)
+    shape = (1, c) + (1,) * (input.ndim - 2)
+    if weight is not None:
+        out = out * weight.reshape(shape)
+    if bias is not None:
+        out = out + bias.reshape(shape)
+    return out
+
+
+# --- losses ------------------------------------------------------------------------------
+def _reduce(loss: Tensor, reduction: str) -> Tensor:
+    if reduction == "mean":
+        return loss.mean()
+    if reduction == "sum":
+        return loss.sum()
+    if reduction == "none":
+        return loss
+    raise ValueError(f"{reduction} is not a valid value for reduction")
+
+
+def _legacy(size_average: Any, reduce: Any, reduction: str) -> str:
+    if size_average is None and reduce is None:
+        return reduction
+    size_average = True if size_average is None else size_average
+    reduce = True if reduce is None else reduce
+    return ("mean" if size_average else "sum") if reduce else "none"
+
+
+def nll_loss(input: Tensor, target: Tensor, weight: Tensor | None = None,
+             size_average: Any = None, ignore_index: int = -100, reduce: Any = None,
+             reduction: str = "mean") -> Tensor:
+    """Negative log-likelihood of class indices given log-probabilities (N, C, ...).
+
+    >>> import fluxion
+    >>> logp = fluxion.tensor([[-0.1, -2.3], [-1.2, -0.4]])
+    >>> fluxion.nn.functional.nll_loss(logp, fluxion.tensor([0, 1]))
+    tensor(0.2500)
+    """
+    reduction = _legacy(size_average, reduce, reduction)
+    if target.dtype.is_floating_point:
+        raise RuntimeError(f"nll_loss: expected target of integer (class index) dtype, got "
+                           f"{target.dtype}")
+    if input.ndim == 1:
+        input, target = input.unsqueeze(0), target.unsqueeze(0)
+    if input.shape[0] != target.shape[0] or tuple(input.shape[2:]) != tuple(target.shape[1:]):
+        raise ValueError(f"Expected input batch_size ({input.shape[0]}) to match target "
+                         f"batch_size ({target.shape[0]}); input {list(input.shape)}, target "
+                         f"{list(target.shape)}")
+    c = input.shape[1]
+    valid = target != ignore_index
+    safe = F.where(valid, target, 0)
+    t = safe._data
+    if t.size and (t.min() < 0 or t.max() >= c):
+        raise IndexError(f"nll_loss: Target {int(t.max() if t.max() >= c else t.min())} is out "
+                         f"of bounds for {c} classes")
+    picked = -input.gather(1, safe.unsqueeze(1)).squeeze(1)
+    w = weight[safe] if weight is not None else Tensor._make(np.ones(t.shape, input._data.dtype))
+    w = w * valid
+    loss = picked * w
+    if reduction == "mean":
+        return loss.sum() / w.sum()
+    return _reduce(loss, reduction)
+
+
+def cross_entropy(input: Tensor, target: Tensor, weight: Tensor | None = None,
+                  size_average: Any = None, ignore_index: int = -100, reduce: Any = None,
+                  reduction: str = "mean", label_smoothing: float = 0.0) -> Tensor:
+    """Cross-entropy of logits (N, C, ...) against class indices or class probabilities,
+    with class weights, ``ignore_index`` and label smoothing, as PyTorch.
+
+    >>> import fluxion
+    >>> fluxion.nn.functional.cross_entropy(fluxion.zeros(2, 4), fluxion.tensor([0, 3]))
+    tensor(1.3863)
+    """
+    reduction = _legacy(size_average, reduce, reduction)
+    if not 0.0 <= label_smoothing <= 1.0:
+        raise ValueError(f"label_smoothing must be between 0.0 and 1.0. Got: {label_smoothing}")
+    cdim = 0 if input.ndim == 1 else 1
+    logp = log_softmax(input, cdim)
+    c = input.shape[cdim]
+    wshape = (c,) + (1,) * (input.ndim - cdim - 1)
+    if target.dtype.is_floating_point:  # class probabilities
+        if target.shape != input.shape:
+            raise RuntimeError(f"cross_entropy: probability targets must have the input's shape "
+                               f"{list(input.shape)}, got {list(target.shape)}")
+        if label_smoothing > 0:
+            target = target * (1 - label_smoothing) + label_smoothing / c
+        lp = logp * weight.reshape(wshape) if weight is not None else logp
+        loss = -(lp * target).sum(cdim)
+        if reduction == "mean":
+            return loss.sum() / (input.numel() // c)
+        return _reduce(loss, reduction)
+    nll = nll_loss(logp, target, weight, ignore_index=ignore_index, reduction=reduction)
+    if label_smoothing == 0:
+        return nll
+    lp = logp * weight.reshape(wshape) if weight is not None else logp
+    smooth = -lp.sum(cdim)
+    tgt = target if input.ndim > 1 else target.unsqueeze(0)
+    valid = tgt != ignore_index
+    smooth = smooth * valid if input.ndim > 1 else smooth * valid.squeeze(0)
+    if reduction == "mean":
+        if weight is not None:
+            denom = (weight[F.where(valid, tgt, 0)] * valid).sum()
+        else:
+            denom = valid.sum()
+        smooth = smooth.sum() / denom
+    else:
+        smooth = _reduce(smooth, reduction)
+    return nll * (1 - label_smoothing) + smooth * (label_smoothing / c)
+
+
+def _check_same_shape(name: str, input: Tensor, target: Tensor) -> tuple[Tensor, Tensor]:
+    if input.shape != target.shape:
+        try:
+            input, target = F.broadcast_tensors(input, target)
+        except RuntimeError:
+            raise RuntimeError(f"{name}: input shape {list(input.shape)} and target shape "
+                               f"{list(target.shape)} do not broadcast") from None
+    return input, target
+
+
+def mse_loss(input: Tensor, target: Tensor, size_average: Any = None, reduce: Any = None,
+             reduction: str = "mean", weight: Tensor | None = None) -> Tensor:
+    """Mean squared error.
+
+    >>> import fluxion
+    >>> fluxion.nn.functional.mse_loss(fluxion.tensor([1.0, 2.0]), fluxion.tensor([1.0, 4.0]))
+    tensor(2.)
+    """
+    input, target = _check_same_shape("mse_loss", input, target)
+    d = input - target
+    loss = d * d
+    return _reduce(loss * weight if weight is not None else loss,
+                   _legacy(size_average, reduce, reduction))
+
+
+def l1_loss(input: Tensor, target: Tensor, size_average: Any = None, reduce: Any = None,
+            reduction: str = "mean") -> Tensor:
+    """Mean absolute error.
+
+    >>> import fluxion
+    >>> fluxion.nn.functional.l1_loss(fluxion.tensor([1.0, 2.0]), fluxion.tensor([1.0, 4.0]))
+    tensor(1.)
+    """
+    input, target = _check_same_shape("l1_loss", input, target)
+    return _reduce((input - target).abs(), _legacy(size_average, reduce, reduction))
+
+
+def smooth_l1_loss(input: Tensor, target: Tensor, size_average: Any = None, reduce: Any = None,
+                   reduction: str = "mean", beta: float = 1.0) -> Tensor:
+    """Quadratic below ``beta``, linear above.
+
+    >>> import fluxion
+    >>> fluxion.nn.functional.smooth_l1_loss(fluxion.tensor([0.0, 3.0]), fluxion.zeros(2))
+    tensor(1.2500)
+    """
+    input, target = _check_same_shape("smooth_l1_loss", input, target)
+    d = (input - target).abs()
+    if beta == 0:
+        loss = d
+    else:
+        loss = F.where(d < beta, d * d * (0.5 / beta), d - 0.5 * beta)
+    return _reduce(loss, _legacy(size_average, reduce, reduction))
+
+
+def huber_loss(input: Tensor, target: Tensor, reduction: str = "mean", delta: float = 1.0,
+               weight: Tensor | None = None) -> Tensor:
+    """Quadratic below ``delta``, ``delta``-scaled linear above.
+
+    >>> import fluxion
+    >>> fluxion.nn.functional.huber_loss(fluxion.tensor([0.0, 3.0]), fluxion.zeros(2), delta=2.0)
+    tensor(2.)
+    """
+    input, target = _check_same_shape("huber_loss", input, target)
+    d = (input - target).abs()
+    loss = F.where(d < delta, d * d * 0.5, (d - 0.5 * delta) * delta)
+    return _reduce(loss * weight if weight is not None else loss, reduction)
+
+
+def binary_cross_entropy(input: Tensor, target: Tensor, weight: Tensor | None = None,
+                         size_average: Any = None, reduce: Any = None,
+                         reduction: str = "mean") -> Tensor:
+    """BCE of probabilities; logs are clamped at -100 as in PyTorch.
+
+    >>> import fluxion
+    >>> fluxion.nn.functional.binary_cross_entropy(fluxion.tensor([0.5]), fluxion.tensor([1.0]))
+    tensor(0.6931)
+    """
+    if input.shape != target.shape:
+        raise ValueError(f"Using a target size ({list(target.shape)}) that is different to the "
+                         f"input size ({list(input.shape)}) is deprecated. Please ensure they "
+                         "have the same size.")
+    x = input._data
+    if x.size and (x.min() < 0 or x.max() > 1):
+        raise RuntimeError("all elements of input should be between 0 and 1")
+    loss = -(target * input.log().clamp(min=-100) + (1 - target) * (1 - input).log().clamp(min=-100))
+    if weight is not None:
+        loss = loss * weight
+    return _reduce(loss, _legacy(size_average, reduce, reduction))
+
+
+def binary_cross_entropy_with_logits(input: Tensor, target: Tensor,
+                                     weight: Tensor | None = None, size_average: Any = None,
+                                     reduce: Any = None, reduction: str = "mean",
+                                     pos_weight: Tensor | None = None) -> Tensor:
+    """BCE of logits, computed stably (and with ``pos_weight`` for positives).
+
+    >>> import fluxion
+    >>> F = fluxion.nn.functional
+    >>> F.binary_cross_entropy_with_logits(fluxion.tensor([0.0]), fluxion.tensor([1.0]))
+    tensor(0.6931)
+    """
+    if input.shape != target.shape:
+        raise ValueError(f"Target size ({list(target.shape)}) must be the same as input size "
+                         f"({list(input.shape)})")
+    # log(1 + exp(-x)) = softplus(-x), written stably
+    log_sig_neg = (-input.abs()).exp().log1p() + (-input).clamp(min=0)
+    if pos_weight is not None:
+        lw = (pos_weight - 1) * target + 1
+        loss = (1 - target) * input + lw * log_sig_neg
+    else:
+        loss = (1 - target) * input + log_sig_neg
+    if weight is not None:
+        loss = loss * weight
+    return _reduce(loss, _legacy(size_average, reduce, reduction))
+
+
+def kl_div(input: Tensor, target: Tensor, size_average: Any = None, reduce: Any = None,
+           reduction: str = "mean", log_target: bool = False) -> Tensor:
+    """KL divergence with ``input`` as log-probabilities; ``'batchmean'`` divides by N.
+
+    >>> import fluxion
+    >>> p = fluxion.tensor([[0.5, 0.5]])
+    >>> fluxion.nn.functional.kl_div(p.log(), p, reduction="batchmean")
+    tensor(0.)
+    """
+    reduction = _legacy(size_average, reduce, reduction)
+    if log_target:
+        loss = target.exp() * (target - input)
+    else:
+        safe = F.where(target > 0, target, 1)
+        loss = F.where(target > 0, target * (safe.log() - input), target * 0 - input * 0)
+    if reduction == "batchmean":
+        return loss.sum() / (input.shape[0] if input.ndim else 1)
+    return _reduce(loss, reduction)
+
+
+# --- similarity, encoding, resampling -------------------------------------------------------
+def cosine_similarity(x1: Tensor, x2: Tensor, dim: int = 1, eps: float = 1e-8) -> Tensor:
+    """Cosine of the angle between ``x1`` and ``x2`` along ``dim``.
+
+    >>> import fluxion
+    >>> fluxion.nn.functional.cosine_similarity(fluxion.tensor([[1.0, 0.0]]), fluxion.tensor([[1.0, 1.0]]))
+    tensor([0.7071])
+    """
+    x1, x2 = F.broadcast_tensors(x1, x2)
+    dot = (x1 * x2).sum(dim)
+    n2 = (x1 * x1).sum(dim) * (x2 * x2).sum(dim)
+    return dot * n2.clamp(min=eps * eps).rsqrt()
+
+
+def normalize(input: Tensor, p: float = 2.0, dim: int = 1, eps: float = 1e-12) -> Tensor:
+    """``input / max(||input||_p, eps)`` along ``dim``.
+
+    >>> import fluxion
+    >>> fluxion.nn.functional.normalize(fluxion.tensor([[3.0, 4.0]]))
+    tensor([[0.6000, 0.8000]])
+    """
+    return input / input.norm(p, dim, keepdim=True).clamp(min=eps)
+
+
+def one_hot(tensor: Tensor, num_classes: int = -1) -> Tensor:
+    """Integer class indices as one-hot int64 rows.
+
+    >>> import fluxion
+    >>> fluxion.nn.functional.one_hot(fluxion.tensor([0, 2]), 3)
+    tensor([[1, 0, 0],
+            [0, 0, 1]])
+    """
+    if tensor.dtype.is_floating_point or tensor.dtype.name == "bool":
+        raise RuntimeError("one_hot is only applicable to index tensor of integer dtype")
+    t = tensor._data.astype(np.int64)
+    n = int(t.max()) + 1 if num_classes == -1 else num_classes
+    if t.size and (t.min() < 0 or t.max() >= n):
+        raise RuntimeError("one_hot: Class values must be smaller than num_classes and "
+                           "non-negative.")
+    return Tensor._make((t[..., None] == np.arange(n)).astype(np.int64))
+
+
+def _interp_size(input: Tensor, size: Any, scale_factor: Any) -> tuple[list[int], list[float]]:
+    spatial = input.shape[2:]
+    k = len(spatial)
+    if (size is None) == (scale_factor is None):
+        raise ValueError("only one of size or scale_factor should be defined")
+    if size is not None:
+        out = list(_tuple(size, k, "size"))
+        scales = [s / o for s, o in zip(spatial, out)]
+    else:
+        sf = [float(scale_factor)] * k if isinstance(scale_factor, (int, float)) else list(
+            scale_factor)
+        out = [int(math.floor(s * f)) for s, f in zip(spatial, sf)]
+        scales = [1.0 / f for f in sf]
+    return out, scales
+
+
+def interpolate(input: Tensor, size: Any = None, scale_factor: Any = None,
+                mode: str = "nearest", align_corners: bool | None = None,
+                recompute_scale_factor: bool | None = None, antialias: bool = False) -> Tensor:
+    """Resize (N, C, H, W) (or (N, C, L)) by ``'nearest'`` or ``'bilinear'`` (``'linear'``)
+    sampling, as PyTorch.
+
+    >>> import fluxion
+    >>> fluxion.nn.functional.interpolate(fluxion.ones(1, 1, 2, 2), scale_factor=2).shape
+    fluxion.Size([1, 1, 4, 4])
+    """
+    if input.ndim not in (3, 4):
+        raise NotImplementedError(f"interpolate: only 3-D and 4-D inputs are supported, got "
+                                  f"{input.ndim}-D")
+    out_size, scales = _interp_size(input, size, scale_factor)
+    if recompute_scale_factor:
+        scales = [s / o for s, o in zip(input.shape[2:], out_size)]
+    x = input
+    for axis, (n_out, scale) in enumerate(zip(out_size, scales)):
+        dim = 2 + axis
+        n_in = x.shape[dim]
+        if mode == "nearest":
+            src = np.minimum(np.floor(np.arange(n_out) * scale).astype(np.int64), n_in - 1)
+            x = x.index_select(dim, Tensor._make(src))
+        elif mode in ("bilinear", "linear"):
+            if align_corners:
+                pos = np.arange(n_out) * ((n_in - 1) / (n_out - 1) if n_out > 1 else 0.0)
+            else:
+                pos = np.maximum((np.arange(n_out) + 0.5) * scale - 0.5, 0.0)
+            lo = np.minimum(np.floor(pos).astype(np.int64), n_in - 1)
+            hi = np.minimum(lo + 1, n_in - 1)
+            frac = (pos - lo).astype(x._data.dtype)
+            wshape = [1] * x.ndim
+            wshape[dim] = n_out
+            w = Tensor._make(frac.reshape(wshape))
+            a = x.index_select(dim, Tensor._make(lo))
+            b = x.index_select(dim, Tensor._make(hi))
+            x = a + (b - a) * w
+        else:
+            raise NotImplementedError(f"interpolate: mode {mode!r} is not supported (nearest, "
+                                      "bilinear, linear)")
+    return x
+
+
+# --- transposed convolution and adaptive pooling ---------------------------------------------
+def conv_transpose2d(input: Tensor, weight: Tensor, bias: Tensor | None = None,
+                     stride: IntOrPair = 1, padding: IntOrPair = 0,
+                     output_padding: IntOrPair = 0, groups: int = 1,
+                     dilation: IntOrPair = 1) -> Tensor:
+    """The adjoint of conv2d: (N, Cin, H, W) by (Cin, Cout/groups, kh, kw), built as a
+    product and ``fold`` (col2im).
+
+    >>> import fluxion
+    >>> F = fluxion.nn.functional
+    >>> F.conv_transpose2d(fluxion.ones(1, 2, 3, 3), fluxion.ones(2, 4, 3, 3), stride=2).shape
+    fluxion.Size([1, 4, 7, 7])
+    """
+    unbatched = input.ndim == 3
+    if unbatched:
+        input = input.unsqueeze(0)
+    n, cin, h, w = input.shape
+    if weight.ndim != 4 or weight.shape[0] != cin:
+        raise RuntimeError(f"conv_transpose2d: weight of shape {list(weight.shape)} expects "
+                           f"{weight.shape[0]} input channels, but the input has {cin} "
+                           f"(input shape {list(input.shape)})")
+    if cin % groups:
+        raise RuntimeError(f"conv_transpose2d: in_channels ({cin}) must be divisible by groups "
+                           f"({groups})")
+    _, cog, kh, kw = weight.shape
+    s, p = _tuple(stride, 2, "stride"), _tuple(padding, 2, "padding")
+    op, d = _tuple(output_padding, 2, "output_padding"), _tuple(dilation, 2, "dilation")
+    ho = (h - 1) * s[0] - 2 * p[0] + d[0] * (kh - 1) + op[0] + 1
+    wo = (w - 1) * s[1] - 2 * p[1] + d[1] * (kw - 1) + op[1] + 1
+    cig = cin // groups
+    x = input.reshape(n, groups, cig, h * w)
+    wt = weight.reshape(groups, cig, cog * kh * kw).transpose(1, 2)  # G, cog*kh*kw, cig
+    cols = (wt @ x).reshape(n, groups * cog * kh * kw, h * w)  # N, Cout*kh*kw, L
+    full = (ho + 2 * p[0], wo + 2 * p[1])
+    out = apply(OPS["fold"], cols, size=full, kernel=(kh, kw), stride=s, dilation=d)
+    out = out[:, :, p[0]:p[0] + ho, p[1]:p[1] + wo]
+    if bias is not None:
+        out = out + bias.reshape(1, -1, 1, 1)
+    return out.squeeze(0) if unbatched else out
+
+
+def adaptive_avg_pool2d(input: Tensor, output_size: IntOrPair) -> Tensor:
+    """Average pooling to a fixed output size, with PyTorch's window boundaries.
+
+    >>> import fluxion
+    >>> fluxion.nn.functional.adaptive_avg_pool2d(fluxion.ones(1, 3, 7, 5), 1).shape
+    fluxion.Size([1, 3, 1, 1])
+    """
+    h, w = input.shape[-2:]
+    size = output_size if not isinstance(output_size, int) else (output_size, output_size)
+    oh, ow = (h if size[0] is None else size[0]), (w if size[1] is None else size[1])
+    if h % oh == 0 and w % ow == 0:
+        x = input.reshape(*input.shape[:-2], oh, h // oh, ow, w // ow)
+        return x.mean((-3, -1))
+    rows = []
+    for i in range(oh):
+        r0, r1 = (i * h) // oh, -((-(i + 1) * h) // oh)
+        cols = []
+        for j in range(ow):
+            c0, c1 = (j * w) // ow, -((-(j + 1) * w) // ow)
+            cols.append(input[..., r0:r1, c0:c1].mean((-2, -1)))
+        rows.append(F.stack(cols, -1))
+    return F.stack(rows, -2)
+
+
+# --- attention ----------------------------------------------------------------------------
+def scaled_dot_product_attention(query: Tensor, key: Tensor, value: Tensor,
+                                 attn_mask: Tensor | None = None, dropout_p: float = 0.0,
+                                 is_causal: bool = False, scale: float | None = None,
+                                 enable_gqa: bool = False) -> Tensor:
+    """softmax(q k^T * scale + mask) v over the last two dimensions; a boolean mask keeps
+    True positions, a float mask is added.
+
+    >>> import fluxion
+    >>> q = fluxion.randn(2, 4, 8)
+    >>> fluxion.nn.functional.scaled_dot_product_attention(q, q, q, is_causal=True).shape
+    fluxion.Size([2, 4, 8])
+    """
+    lq, lk = query.shape[-2], key.shape[-2]
+    sc = 1 / math.sqrt(query.shape[-1]) if scale is None else scale
+    scores = (query @ key.transpose(-2, -1)) * sc
+    if is_causal:
+        if attn_mask is not None:
+            raise RuntimeError("scaled_dot_product_attention: explicit attn_mask should not be "
+                               "set when is_causal=True")
+        causal = Tensor._make(np.tril(np.ones((lq, lk), dtype=bool)))
+        scores = scores.masked_fill(~causal, -math.inf)
+    elif attn_mask is not None:
+        if attn_mask.dtype.name == "bool":
+            scores = scores.masked_fill(~attn_mask, -math.inf)
+        else:
+            scores = scores + attn_mask
+    attn = softmax(scores, -1)
+    if dropout_p > 0:
+        attn = dropout(attn, dropout_p, training=True)
+    return attn @ value
