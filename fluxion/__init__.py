@@ -5,7 +5,8 @@ subset of PyTorch programs."""
 from __future__ import annotations
 
 from fluxion import (
-    _tensor_methods,
+    _tensor_methods,  # attaches operators and methods to Tensor
+    accelerator,
     autograd,
     nn,
     ops,
@@ -74,6 +75,7 @@ from fluxion.random import (
     seed,
     set_rng_state,
 )
+from fluxion.serialization import load, save
 from fluxion.tensor import Size, Tensor
 
 half, float, double = float16, float32, float64
@@ -102,3 +104,18 @@ def is_floating_point(input: Tensor) -> bool:
 def numel(input: Tensor) -> int:
     """Number of elements of ``input``."""
     return input.numel()
+
+
+_LAZY = ("optim", "utils", "datasets", "train")
+
+
+def __getattr__(name: str) -> object:
+    # subpackages load on first use; anything else is a torch API Fluxion lacks
+    if name in _LAZY:
+        import importlib
+
+        return importlib.import_module(f"fluxion.{name}")
+    raise AttributeError(
+        f"module 'fluxion' has no attribute '{name}': Fluxion does not implement torch.{name} "
+        "(see the coverage table in the README)"
+    )

@@ -11,6 +11,9 @@ from fluxion.ops.registry import OPS, apply, defop
 @defop("matmul", "linalg")
 def matmul(xp, a, b):
     """Batched matrix product of operands with at least 2 dimensions."""
+    if b.ndim == 2 and a.ndim > 2:
+        # one (B*M, K) @ (K, N) BLAS call beats B small ones
+        return xp.matmul(a.reshape(-1, a.shape[-1]), b).reshape(*a.shape[:-1], b.shape[-1])
     return xp.matmul(a, b)
 
 
@@ -20,7 +23,13 @@ def _(n, g):
 
     a, b = n.inputs
     ga = sum_to(g @ b.mT, n.shapes[0]) if n.needs_input_grad[0] else None
-    gb = sum_to(a.mT @ g, n.shapes[1]) if n.needs_input_grad[1] else None
+    gb = None
+    if n.needs_input_grad[1]:
+        if b.ndim == 2 and a.ndim > 2:  # the batch sum folded into one product
+            k, m = a.shape[-1], g.shape[-1]
+            gb = a.reshape(-1, k).mT @ g.reshape(-1, m)
+        else:
+            gb = sum_to(a.mT @ g, n.shapes[1])
     return ga, gb
 
 
