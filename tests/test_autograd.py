@@ -617,6 +617,7 @@ def test_third_derivative_of_x4():
     assert res[fluxion][2].tolist() == [24.0, 48.0, -12.0]
 
 
+@pytest.mark.filterwarnings("ignore:Using backward\\(\\) with create_graph=True")
 def test_backward_create_graph_then_grad_of_grad():
     res = {}
     for lib in LIBS:
@@ -972,11 +973,12 @@ def test_detect_anomaly_names_op_and_user_line():
     assert f"{os.path.basename(__file__)}:{lineno}" in msg, msg
     assert not fluxion.autograd.is_anomaly_enabled()
     # torch agrees that this is a NaN in SqrtBackward0
-    with torch.autograd.detect_anomaly(), warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        _, tloss, _ = _sqrt_nan_case(torch)
-        with pytest.raises(RuntimeError, match="SqrtBackward0"):
-            tloss.backward()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch warns that anomaly mode is slow
+        with torch.autograd.detect_anomaly():
+            _, tloss, _ = _sqrt_nan_case(torch)
+            with pytest.raises(RuntimeError, match="SqrtBackward0"):
+                tloss.backward()
 
 
 def test_set_detect_anomaly_global():
