@@ -1,0 +1,158 @@
+"""Adagrad."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from fluxion.autograd.grad_mode import no_grad
+from fluxion.creation import full_like, tensor
+from fluxion.optim.optimizer import (
+    Optimizer,
+    ParamsT,
+    _check_options,
+    _get_scalar_dtype,
+    _to_scalar,
+    _value,
+)
+from fluxion.tensor import Tensor
+
+__all__ = ["Adagrad", "adagrad"]
+
+
+class Adagrad(Optimizer):
+    """Adagrad, PyTorch's single-tensor algorithm. With ``t`` the step count::
+
+        g = -grad if maximize else grad
+        g = g + weight_decay * p                         (if weight_decay != 0)
+        clr = lr / (1 + (t - 1) * lr_decay)
+        s = s + g * g
+        p = p - clr * g / (sqrt(s) + eps)
+
+    The state (``step`` and ``sum``, filled with ``initial_accumulator_value``) is created
+    for every parameter when the optimizer is built; as in PyTorch, that uses the
+    constructor's ``initial_accumulator_value``, not a group's own.
+
+    Args:
+        params: tensors or parameter-group dicts to optimize.
+        lr: learning rate (default: 1e-2).
+        lr_decay: learning-rate decay (default: 0).
+        weight_decay: L2 penalty (default: 0).
+        initial_accumulator_value: starting value of the sums of squares (default: 0).
+        eps: added to the denominator (default: 1e-10).
+        maximize: maximize the objective instead of minimizing it.
+        foreach, differentiable, fused: accepted for compatibility with PyTorch;
+            ``foreach`` is ignored, the others are not supported.
+
+    >>> import fluxion
+    >>> from fluxion.nn.parameter import Parameter
+    >>> from fluxion.optim import Adagrad
+    >>> w = Parameter(fluxion.tensor([1.0, -2.0]))
+    >>> opt = Adagrad([w], lr=0.1)
+    >>> for _ in range(3):
+    ...     opt.zero_grad()
+    ...     (w ** 2).sum().backward()
+    ...     opt.step()
+    >>> w.detach()
+    tensor([ 0.7805, -1.7758])
+    """
+
+    def __init__(
+        self,
+        params: ParamsT,
+        lr: float | Tensor = 1e-2,
+        lr_decay: float = 0,
+        weight_decay: float = 0,
+        initial_accumulator_value: float = 0,
+        eps: float = 1e-10,
+        foreach: bool | None = None,
+        *,
+        maximize: bool = False,
+        differentiable: bool = False,
+        fused: bool | None = None,
+    ) -> None:
+        if isinstance(lr, Tensor) and lr.numel() != 1:
+            raise ValueError("Tensor lr must be 1-element")
+        if not lr >= 0.0:
+            raise ValueError(f"Invalid learning rate: {lr}")
+        if not lr_decay >= 0.0:
+            raise ValueError(f"Invalid lr_decay value: {lr_decay}")
+        if not weight_decay >= 0.0:
+            raise ValueError(f"Invalid weight_decay value: {weight_decay}")
+        if not initial_accumulator_value >= 0.0:
+            raise ValueError(
+                f"Invalid initial_accumulator_value value: {initial_accumulator_value}")
+        if not eps >= 0.0:
+            raise ValueError(f"Invalid epsilon value: {eps}")
+        _check_options(foreach, fused=fused, differentiable=differentiable)
+        defaults = {
+            "lr": lr, "lr_decay": lr_decay, "eps": eps, "weight_decay": weight_decay,
+            "initial_accumulator_value": initial_accumulator_value, "foreach": foreach,
+            "maximize": maximize, "differentiable": differentiable, "fused": fused,
+        }
+        super().__init__(params, defaults)
+        for group in self.param_groups:
+            for p in group["params"]:
+                self._init_state(p, initial_accumulator_value)
+
+    def _init_state(self, p: Tensor, initial_accumulator_value: float) -> None:
+        state = self.state[p]
+        state["step"] = tensor(0.0, dtype=_get_scalar_dtype())
+        state["sum"] = full_like(p, initial_accumulator_value)
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        super().__setstate__(state)
+        for group in self.param_groups:
+            group.setdefault("foreach", None)
+            group.setdefault("maximize", False)
+            group.setdefault("differentiable", False)
+            group.setdefault("fused", None)
+        for p_state in self.state.values():
+            if "step" in p_state and not isinstance(p_state["step"], Tensor):
+                p_state["step"] = tensor(float(p_state["step"]), dtype=_get_scalar_dtype())
+
+    def step(self, closure: Callable[[], Any] | None = None) -> Any:
+        """Perform one optimization step (``closure`` re-evaluates the loss)."""
+        loss = self._closure_loss(closure)
+        with no_grad():
+            for group in self.param_groups:
+                params, grads, sums, steps = [], [], [], []
+                for p in group["params"]:
+                    if p.grad is None:
+                        continue
+                    params.append(p)
+                    grads.append(p.grad)
+                    if len(self.state[p]) == 0:  # a group added after construction
+                        self._init_state(p, self.defaults["initial_accumulator_value"])
+                    sums.append(self.state[p]["sum"])
+                    steps.append(self.state[p]["step"])
+                adagrad(params, grads, sums, steps, lr=group["lr"],
+                        weight_decay=group["weight_decay"], lr_decay=group["lr_decay"],
+                        eps=group["eps"], maximize=group["maximize"])
+        return loss
+
+
+def adagrad(
+    params: list[Tensor],
+    grads: list[Tensor],
+    state_sums: list[Tensor],
+    state_steps: list[Tensor],
+    *,
+    lr: float | Tensor,
+    weight_decay: float,
+    lr_decay: float,
+    eps: float,
+    maximize: bool,
+) -> None:
+    """The functional Adagrad update (call under ``no_grad``)."""
+    lr = _to_scalar(lr)
+    for param, grad, state_sum, step_t in zip(params, grads, state_sums, state_steps):
+        step_t.add_(1)
+        step = step_t.item()
+        grad = -grad if maximize else grad
+        if weight_decay != 0:
+            grad = grad.add(param, alpha=weight_decay)
+        clr = _value(lr / (1 + (step - 1) * lr_decay))
+        state_sum.addcmul_(grad, grad, value=1)
+        std = state_sum.sqrt().add_(eps)
+        param.addcdiv_(grad, std, value=-clr)
