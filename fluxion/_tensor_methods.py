@@ -14,7 +14,8 @@ from fluxion.autograd.grad_mode import state
 from fluxion.backends import device, resolve
 from fluxion.indexing import getitem, setitem
 from fluxion.ops import OPS, apply
-from fluxion.ops.elementwise import call_binary, call_unary
+from fluxion.ops.registry import label, run_kernel
+from fluxion.ops.elementwise import call_binary, call_unary, wrap_int
 from fluxion.tensor import Tensor
 
 
@@ -78,6 +79,7 @@ def commit_inplace(t: Tensor, new: Tensor, name: str) -> Tensor:
     t._data[...] = new._data
     t._vbox[0] += 1
     if node is not None:
+        old_node = t.grad_fn
         if chain is not None:
             base.grad_fn, base.requires_grad = new_base.grad_fn, True
             r = base
@@ -87,13 +89,37 @@ def commit_inplace(t: Tensor, new: Tensor, name: str) -> Tensor:
         else:
             t.grad_fn = node
         t.requires_grad = True
+        if t._retains_grad:  # retain_grad follows the tensor to its new version
+            hook = t.__dict__["_retain_hook"]
+            if old_node is not None and old_node.pre_hooks and hook in old_node.pre_hooks:
+                old_node.pre_hooks.remove(hook)
+            t._add_node_hook(hook)
+    if t._view is not None:
+        src, op, attrs, _ = t._view
+        t._view = (src, op, attrs, t._vbox[0])  # its grad_fn is current
     return t
+
+
+def _refresh_view(t: Tensor) -> None:
+    """Rebuild a view's ``grad_fn`` after its base was written in place (PyTorch does
+    this lazily too): replay the view ops from the base's current history."""
+    base, ops = _view_chain(t)
+    if base.requires_grad:
+        r = base
+        for op, attrs in ops:
+            r = apply(op, r, **attrs)
+        t.grad_fn, t.requires_grad = r.grad_fn, r.requires_grad
+    src, op, attrs, _ = t._view
+    t._view = (src, op, attrs, t._vbox[0])
+
+
+Tensor._refresh_view = _refresh_view  # type: ignore[attr-defined]
 
 
 def _view_chain(t: Tensor) -> tuple[Tensor, list]:
     ops = []
     while t._view is not None:
-        src, op, attrs = t._view
+        src, op, attrs, _ = t._view
         ops.append((op, attrs))
         t = src
     ops.reverse()
@@ -120,9 +146,13 @@ def _inplace_binary(name: str, method: str) -> Any:
     def fn(self: Tensor, other: Any, *, alpha: Any = 1) -> Tensor:
         if alpha != 1:
             other = call_binary("mul", other, alpha)
+        if name == "sub":
+            F._check_bool_sub(self, other)
         if fast is not None and not recording_inplace(self, other):
             # no graph to record: compute straight into the tensor's memory
             o = other._data if isinstance(other, Tensor) else other
+            if type(o) is int and self._data.dtype.kind in "iu":
+                o = wrap_int(o, self._data.dtype)
             rd = _dtype.result_type(self, other)
             if name == "div" and not rd.is_floating_point:
                 rd = _dtype.get_default_dtype()
@@ -131,7 +161,7 @@ def _inplace_binary(name: str, method: str) -> Any:
                                    f"desired output type {self.dtype.name}")
             self._check_writeable(method)
             try:
-                fast(self._data, o, out=self._data, casting="unsafe")
+                run_kernel(fast, self._data, o, out=self._data, casting="unsafe")
             except ValueError:
                 raise RuntimeError(
                     f"{method}: output with shape {list(self.shape)} doesn't match the "
@@ -165,9 +195,18 @@ def addcdiv_(self: Tensor, tensor1: Tensor, tensor2: Tensor, *, value: Any = 1) 
     return _METHODS["add_"](self, call_binary("div", tensor1, tensor2), alpha=value)
 
 
+def lerp(self: Tensor, end: Tensor, weight: Any) -> Tensor:
+    """``self + weight * (end - self)``, computed from the nearer end as PyTorch does."""
+    diff = call_binary("sub", end, self)
+    if isinstance(weight, Tensor):
+        near = F.where(weight.abs() < 0.5, self + weight * diff, end - diff * (1 - weight))
+        return near
+    return self + weight * diff if abs(weight) < 0.5 else end - diff * (1 - weight)
+
+
 def lerp_(self: Tensor, end: Tensor, weight: Any) -> Tensor:
-    """``self += weight * (end - self)`` in place."""
-    return _METHODS["add_"](self, call_binary("mul", call_binary("sub", end, self), weight))
+    """In-place ``lerp``."""
+    return _METHODS["copy_"](self, lerp(self, end, weight))
 
 
 def zero_(self: Tensor) -> Tensor:
@@ -269,7 +308,7 @@ def to(self: Tensor, *args: Any, **kwargs: Any) -> Tensor:
         resolve(dev)
     if dtype is None or dtype is self.dtype:
         return self.clone() if copy else self
-    return apply(OPS["cast"], self, dtype=dtype)
+    return label(apply(OPS["cast"], self, dtype=dtype), "ToCopyBackward0")
 
 
 def _caster(d: _dtype.dtype, name: str) -> Any:
@@ -341,7 +380,7 @@ def _ipow(self: Tensor, other: Any) -> Tensor:
 _METHODS: dict[str, Any] = {
     # operators
     "__add__": _binop("add"), "__radd__": _binop("add"), "__sub__": F.sub,
-    "__rsub__": _swap("sub"), "__mul__": _binop("mul"), "__rmul__": _binop("mul"),
+    "__rsub__": lambda self, other: F.sub(other, self), "__mul__": _binop("mul"), "__rmul__": _binop("mul"),
     "__truediv__": _binop("div"), "__rtruediv__": _swap("div"),
     "__floordiv__": F.floor_divide, "__rfloordiv__": _swap("floor_divide"),
     "__mod__": F.remainder, "__rmod__": _swap("remainder"), "__pow__": F.pow,
@@ -362,7 +401,7 @@ _METHODS: dict[str, Any] = {
     "pow_": _ipow, "addcmul_": addcmul_, "addcdiv_": addcdiv_, "lerp_": lerp_,
     "addcmul": lambda self, t1, t2, *, value=1: self + value * (t1 * t2),
     "addcdiv": lambda self, t1, t2, *, value=1: self + value * (t1 / t2),
-    "lerp": lambda self, end, weight: self + weight * (end - self),
+    "lerp": lerp,
     "zero_": zero_, "fill_": fill_, "copy_": copy_,
     "uniform_": uniform_, "normal_": normal_, "bernoulli_": bernoulli_,
     "exponential_": exponential_, "random_": random_,
@@ -401,7 +440,36 @@ relu erf floor ceil round trunc clamp clip nan_to_num masked_fill scatter scatte
 remainder floor_divide fmod square tril triu logical_not maximum minimum""".split()
 
 
+def _inplace_view(fn: Any, method: str) -> Any:
+    def inplace(self: Tensor, *args: Any) -> Tensor:
+        new = fn(self, *args)
+        self._data = new._data
+        if new.grad_fn is not None:
+            self.grad_fn = new.grad_fn
+        return self
+
+    inplace.__name__ = method
+    inplace.__doc__ = f"In-place ``{fn.__name__}``: this tensor becomes the view."
+    return inplace
+
+
+def _softmax(self: Tensor, dim: int, dtype: Any = None) -> Tensor:
+    from fluxion.nn.functional import softmax
+
+    return softmax(self, dim, dtype=dtype)
+
+
+def _log_softmax(self: Tensor, dim: int, dtype: Any = None) -> Tensor:
+    from fluxion.nn.functional import log_softmax
+
+    return log_softmax(self, dim, dtype=dtype)
+
+
 def _attach() -> None:
+    for name in ("t", "transpose", "unsqueeze", "squeeze", "swapaxes"):
+        setattr(Tensor, name + "_", _inplace_view(getattr(F, name), name + "_"))
+    Tensor.softmax = _softmax
+    Tensor.log_softmax = _log_softmax
     for name in _SAME:
         setattr(Tensor, name, getattr(F, name))
     for name, fn in _METHODS.items():

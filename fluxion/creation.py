@@ -17,9 +17,13 @@ from fluxion.tensor import Tensor
 def _np_dtype(d: DType | None) -> np.dtype | None:
     if d is None:
         return None
-    if not isinstance(d, DType):
-        raise TypeError(f"dtype must be a fluxion.dtype (e.g. fluxion.float32), got {d!r}")
+    _check_dtype(d)
     return d.np
+
+
+def _check_dtype(d: Any) -> None:
+    if d is not None and not isinstance(d, DType):
+        raise TypeError(f"dtype must be a fluxion.dtype (e.g. fluxion.float32), got {d!r}")
 
 
 def _tensor_data(data: Any, dtype: DType | None, copy: bool = True) -> np.ndarray:
@@ -33,8 +37,9 @@ def _tensor_data(data: Any, dtype: DType | None, copy: bool = True) -> np.ndarra
     if isinstance(data, np.ndarray):
         if dtype is None and data.dtype not in _dtype._FROM_NP:
             _dtype.from_numpy_dtype(data.dtype)  # raises the clear TypeError
-        arr = np.array(data, dtype=_np_dtype(dtype), copy=copy)
-        return arr
+        if copy:
+            return np.array(data, dtype=_np_dtype(dtype))
+        return np.asarray(data, dtype=_np_dtype(dtype))
     try:
         arr = np.array(data)
     except ValueError as e:
@@ -47,7 +52,7 @@ def _tensor_data(data: Any, dtype: DType | None, copy: bool = True) -> np.ndarra
     if dtype is not None:
         return arr.astype(dtype.np, copy=False)
     if arr.dtype.kind == "f":
-        if not _holds_float64_arrays(data):
+        if not _holds_float_arrays(data):
             arr = arr.astype(_dtype.get_default_dtype().np, copy=False)
     elif arr.dtype.kind in "iu" and arr.dtype not in _dtype._FROM_NP:
         arr = arr.astype(np.int64)
@@ -66,11 +71,13 @@ def _holds_arrays(data: Any) -> bool:
     return False
 
 
-def _holds_float64_arrays(data: Any) -> bool:
+def _holds_float_arrays(data: Any) -> bool:
+    """Whether the floats come from arrays/tensors (their dtype counts) rather than Python
+    floats (which become the default dtype)."""
     if isinstance(data, (Tensor, np.ndarray, np.generic)):
-        return np.asarray(data).dtype == np.float64
+        return np.asarray(data).dtype.kind == "f"
     if isinstance(data, (list, tuple)) and data:
-        return _holds_float64_arrays(data[0])
+        return _holds_float_arrays(data[0])
     return False
 
 
@@ -93,6 +100,7 @@ def tensor(
             [3, 4]])
     """
     resolve(device)
+    _check_dtype(dtype)
     return _finish(_tensor_data(data, dtype), requires_grad)
 
 
@@ -104,6 +112,7 @@ def as_tensor(data: Any, dtype: DType | None = None, device: Any = None) -> Tens
     tensor([1., 0.], dtype=fluxion.float64)
     """
     resolve(device)
+    _check_dtype(dtype)
     if isinstance(data, Tensor) and (dtype is None or data.dtype is dtype):
         return data
     return Tensor._make(_tensor_data(data, dtype, copy=False))
@@ -139,6 +148,7 @@ def _size(size: Sequence[Any]) -> tuple[int, ...]:
 
 
 def _dt(dtype: DType | None) -> np.dtype:
+    _check_dtype(dtype)
     return (dtype or _dtype.get_default_dtype()).np
 
 
@@ -248,7 +258,7 @@ def full_like(input: Tensor, fill_value: bool | int | float, *,
     return _finish(np.full(shape, fill_value, d), requires_grad)
 
 
-def arange(start: float, end: float | None = None, step: float = 1, *,
+def arange(start: float = 0, end: float | None = None, step: float = 1, *,
            dtype: DType | None = None, device: Any = None,
            requires_grad: bool = False) -> Tensor:
     """Values from ``start`` to ``end`` (excluded) by ``step``; int64 when all are ints.

@@ -15,6 +15,7 @@ import numpy as np
 from fluxion import _dtype
 from fluxion.creation import tensor as _new_tensor
 from fluxion.ops import OPS, apply
+from fluxion.ops.registry import label
 from fluxion.ops.elementwise import call_binary, call_unary
 from fluxion.tensor import Tensor
 
@@ -48,15 +49,24 @@ def sub(input: TensorOrNumber, other: TensorOrNumber, *, alpha: Number = 1) -> T
     >>> fluxion.sub(fluxion.tensor([3.0]), fluxion.tensor([1.0]), alpha=2)
     tensor([1.])
     """
-    if isinstance(input, Tensor) and input.dtype is _dtype.bool_ and isinstance(other, Tensor) \
-            and other.dtype is _dtype.bool_:
+    _check_bool_sub(input, other)
+    if alpha != 1:
+        other = call_binary("mul", other, alpha)
+    return call_binary("sub", input, other)
+
+
+def _check_bool_sub(a: Any, b: Any) -> None:
+    bools = [isinstance(x, Tensor) and x.dtype is _dtype.bool_ for x in (a, b)]
+    if bools[0] and bools[1]:
         raise RuntimeError(
             "Subtraction, the `-` operator, with two bool tensors is not supported. Use the "
             "`^` or `logical_xor()` operator instead."
         )
-    if alpha != 1:
-        other = call_binary("mul", other, alpha)
-    return call_binary("sub", input, other)
+    if bools[0] or bools[1]:
+        raise RuntimeError(
+            "Subtraction, the `-` operator, with a bool tensor is not supported. If you are "
+            "trying to invert a mask, use the `~` or `logical_not()` operator instead."
+        )
 
 
 def mul(input: TensorOrNumber, other: TensorOrNumber) -> Tensor:
@@ -459,7 +469,8 @@ def sum(input: Tensor, dim: Any = None, keepdim: bool = False, *,
         input = input.to(dtype)
     elif input.dtype.category < 2:
         input = input.to(_dtype.int64)
-    return _reduce("sum", input, dim, keepdim)
+    out = _reduce("sum", input, dim, keepdim)
+    return label(out, "SumBackward0" if dim is None else "SumBackward1")
 
 
 def mean(input: Tensor, dim: Any = None, keepdim: bool = False, *,
@@ -480,8 +491,9 @@ def mean(input: Tensor, dim: Any = None, keepdim: bool = False, *,
         )
     dims = _dims(input, dim)
     n = _count(input, dims)
-    return _reduce("sum", input, dim, keepdim) / n if n else _reduce(
-        "sum", input, dim, keepdim) * float("nan")
+    total = _reduce("sum", input, dim, keepdim)
+    out = total / n if n else total * float("nan")
+    return label(out, "MeanBackward0" if dim is None else "MeanBackward1")
 
 
 def _count(x: Tensor, dims: tuple[int, ...] | None) -> int:
@@ -600,10 +612,11 @@ def max(input: Tensor, dim: Any = None, keepdim: bool = False) -> Any:
         return maximum(input, dim)
     if dim is None:
         _nonempty("max", input, None)
-        return _reduce("amax", input, None, False)
+        return label(_reduce("amax", input, None, False), "MaxBackward1")
     d = input._dim(dim)
     _nonempty("max", input, (d,))
-    return MaxResult(*apply(OPS["max_dim"], input, dim=d, keepdim=keepdim))
+    vals, idx = apply(OPS["max_dim"], input, dim=d, keepdim=keepdim)
+    return MaxResult(label(vals, "MaxBackward0"), idx)
 
 
 def min(input: Tensor, dim: Any = None, keepdim: bool = False) -> Any:
@@ -619,10 +632,11 @@ def min(input: Tensor, dim: Any = None, keepdim: bool = False) -> Any:
         return minimum(input, dim)
     if dim is None:
         _nonempty("min", input, None)
-        return _reduce("amin", input, None, False)
+        return label(_reduce("amin", input, None, False), "MinBackward1")
     d = input._dim(dim)
     _nonempty("min", input, (d,))
-    return MinResult(*apply(OPS["min_dim"], input, dim=d, keepdim=keepdim))
+    vals, idx = apply(OPS["min_dim"], input, dim=d, keepdim=keepdim)
+    return MinResult(label(vals, "MinBackward0"), idx)
 
 
 def amax(input: Tensor, dim: Any = (), keepdim: bool = False) -> Tensor:
@@ -657,6 +671,8 @@ def argmax(input: Tensor, dim: int | None = None, keepdim: bool = False) -> Tens
     tensor(1)
     """
     d = None if dim is None else _t(input)._dim(dim) if input.ndim else None
+    if input.dtype is _dtype.bool_:
+        raise RuntimeError('"argmax_cpu" not implemented for \'Bool\'')
     _nonempty("argmax", input, None if d is None else (d,))
     return apply(OPS["argmax"], input, dim=d, keepdim=keepdim)
 
@@ -669,6 +685,8 @@ def argmin(input: Tensor, dim: int | None = None, keepdim: bool = False) -> Tens
     tensor(1)
     """
     d = None if dim is None else _t(input)._dim(dim) if input.ndim else None
+    if input.dtype is _dtype.bool_:
+        raise RuntimeError('"argmin_cpu" not implemented for \'Bool\'')
     _nonempty("argmin", input, None if d is None else (d,))
     return apply(OPS["argmin"], input, dim=d, keepdim=keepdim)
 
@@ -796,6 +814,11 @@ def topk(input: Tensor, k: int, dim: int = -1, largest: bool = True,
 def _shape_arg(shape: Sequence[Any]) -> tuple[int, ...]:
     if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
         shape = shape[0]
+    for s in shape:
+        if not isinstance(s, (int, np.integer)) or isinstance(s, bool):
+            if not (isinstance(s, Tensor) and s.numel() == 1 and not s.is_floating_point()):
+                raise TypeError(f"shape must be a sequence of ints, but got {type(s).__name__} "
+                                f"({s!r}) in {list(shape)}")
     return tuple(int(s) for s in shape)
 
 
@@ -822,7 +845,10 @@ def reshape(input: Tensor, *shape: Any) -> Tensor:
             [3, 4, 5]])
     """
     s = _infer_shape("reshape", input, _shape_arg(shape))
-    return apply(OPS["reshape"], input, shape=s)
+    out = apply(OPS["reshape"], input, shape=s)
+    # PyTorch's reshape is a view when it can be, else a copy
+    shared = out._base is not None
+    return label(out, "ViewBackward0" if shared else "UnsafeViewBackward0")
 
 
 def _alias(x: Tensor) -> Tensor:
@@ -848,7 +874,7 @@ def view(input: Tensor, *shape: Any) -> Tensor:
             f"{list(input.shape)}, strides {list(input.stride())} to {list(s)}); at least one "
             "dimension spans across two contiguous subspaces. Use .reshape(...) instead."
         ) from None
-    return apply(OPS["reshape"], input, shape=s)
+    return label(apply(OPS["reshape"], input, shape=s), "ViewBackward0")
 
 
 def permute(input: Tensor, *dims: Any) -> Tensor:
@@ -881,7 +907,7 @@ def transpose(input: Tensor, dim0: int, dim1: int) -> Tensor:
     perm = list(range(input.ndim))
     a, b = input._dim(dim0), input._dim(dim1)
     perm[a], perm[b] = perm[b], perm[a]
-    return apply(OPS["permute"], input, dims=tuple(perm))
+    return label(apply(OPS["permute"], input, dims=tuple(perm)), "TransposeBackward0")
 
 
 swapaxes = swapdims = transpose
@@ -896,7 +922,7 @@ def t(input: Tensor) -> Tensor:
     """
     if input.ndim > 2:
         raise RuntimeError(f"t() expects a tensor with <= 2 dimensions, but self is {input.ndim}D")
-    return transpose(input, 0, 1) if input.ndim == 2 else _alias(input)
+    return label(transpose(input, 0, 1), "TBackward0") if input.ndim == 2 else _alias(input)
 
 
 def movedim(input: Tensor, source: Any, destination: Any) -> Tensor:
@@ -1011,7 +1037,9 @@ def squeeze(input: Tensor, dim: Any = None) -> Tensor:
     else:
         dims = _dims(input, dim) or ()
         new = tuple(s for i, s in enumerate(shape) if not (i in dims and s == 1))
-    return apply(OPS["reshape"], input, shape=new)
+    name = "SqueezeBackward0" if dim is None else (
+        "SqueezeBackward1" if isinstance(dim, int) else "SqueezeBackward2")
+    return label(apply(OPS["reshape"], input, shape=new), name)
 
 
 def unsqueeze(input: Tensor, dim: int) -> Tensor:
@@ -1028,7 +1056,7 @@ def unsqueeze(input: Tensor, dim: int) -> Tensor:
     d = dim + n if dim < 0 else dim
     shape = list(input._data.shape)
     shape.insert(d, 1)
-    return apply(OPS["reshape"], input, shape=tuple(shape))
+    return label(apply(OPS["reshape"], input, shape=tuple(shape)), "UnsqueezeBackward0")
 
 
 def flatten(input: Tensor, start_dim: int = 0, end_dim: int = -1) -> Tensor:
@@ -1081,7 +1109,7 @@ def narrow(input: Tensor, dim: int, start: int, length: int) -> Tensor:
     if not (0 <= start <= size and length >= 0 and start + length <= size):
         raise RuntimeError(f"start ({start}) + length ({length}) exceeds dimension size ({size}).")
     key = (slice(None),) * d + (slice(start, start + length),)
-    return apply(OPS["slice"], input, key=key)
+    return label(apply(OPS["slice"], input, key=key), "SliceBackward0")
 
 
 def select(input: Tensor, dim: int, index: int) -> Tensor:
@@ -1096,7 +1124,7 @@ def select(input: Tensor, dim: int, index: int) -> Tensor:
     if not -size <= index < size:
         raise IndexError(f"select(): index {index} out of range for tensor of size "
                          f"{list(input.shape)} at dimension {d}")
-    return apply(OPS["slice"], input, key=(slice(None),) * d + (index,))
+    return label(apply(OPS["slice"], input, key=(slice(None),) * d + (index,)), "SelectBackward0")
 
 
 def flip(input: Tensor, dims: Any) -> Tensor:
@@ -1177,8 +1205,10 @@ def cat(tensors: Sequence[Tensor], dim: int = 0) -> Tensor:
     >>> fluxion.cat([fluxion.zeros(1, 2), fluxion.ones(2, 2)]).shape
     fluxion.Size([3, 2])
     """
-    if isinstance(tensors, Tensor) or not len(tensors):
-        raise RuntimeError("cat(): expected a non-empty list of Tensors")
+    if isinstance(tensors, Tensor):
+        raise TypeError("cat(): argument 'tensors' must be tuple of Tensors, not Tensor")
+    if not len(tensors):
+        raise ValueError("cat(): expected a non-empty list of Tensors")
     ts = [_t(x, "tensors") for x in tensors]
     # legacy rule: 1-D empty tensors are skipped
     ts = [x for x in ts if not (x.ndim == 1 and x._data.size == 0)] or ts[:1]
@@ -1530,10 +1560,14 @@ def matmul(input: Tensor, other: Tensor) -> Tensor:
     a2 = a.unsqueeze(0) if a.ndim == 1 else a
     b2 = b.unsqueeze(-1) if b.ndim == 1 else b
     out = apply(OPS["matmul"], a2, b2)
+    if a.ndim == 2 and b.ndim == 2:
+        label(out, "MmBackward0")
+    elif a.ndim == 3 and b.ndim == 3:
+        label(out, "BmmBackward0")
     if a.ndim == 1:
         out = out.squeeze(-2)
     if b.ndim == 1:
-        out = out.squeeze(-1)
+        out = label(out.squeeze(-1), "MvBackward0" if a.ndim == 2 else "UnsafeViewBackward0")
     return out
 
 

@@ -7,6 +7,7 @@ from typing import Any
 import numpy as np
 
 from fluxion.ops import OPS, apply
+from fluxion.ops.registry import label
 from fluxion.tensor import Tensor
 
 
@@ -30,7 +31,7 @@ def _convert(item: Any) -> Any:
         return item
     if item is None or item is Ellipsis or isinstance(item, (int, np.integer)):
         return item
-    raise IndexError(
+    raise (IndexError if isinstance(item, (float, np.floating)) else TypeError)(
         f"only integers, slices (`:`), ellipsis (`...`), None and long or byte Variables are "
         f"valid indices (got {type(item).__name__})"
     )
@@ -73,7 +74,9 @@ def getitem(x: Tensor, key: Any) -> Tensor:
             return apply(OPS["index"], x, key=k)
         except RuntimeError as e:
             raise IndexError(str(e).removeprefix("index: ")) from None
-    return apply(OPS["slice"], x, key=k)
+    out = apply(OPS["slice"], x, key=k)
+    ints = any(isinstance(i, (int, np.integer)) for i in k)
+    return label(out, "SelectBackward0" if ints else "SliceBackward0")
 
 
 def setitem(x: Tensor, key: Any, value: Any) -> None:

@@ -36,7 +36,8 @@ def _encode(obj: Any, tensors: dict[str, np.ndarray], path: str) -> Any:
 
     if isinstance(obj, Tensor):
         key = f"t{len(tensors)}"
-        tensors[key] = np.ascontiguousarray(obj._data)
+        d = obj._data
+        tensors[key] = d if d.flags.c_contiguous else d.copy()  # (keeps 0-d shapes)
         node: dict[str, Any] = {"__tensor__": key}
         if obj.requires_grad:
             node["requires_grad"] = True

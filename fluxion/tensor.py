@@ -294,8 +294,7 @@ class Tensor:
     def detach(self) -> Tensor:
         """A tensor sharing storage (and version counter) but cut from the graph."""
         t = Tensor._make(self._data)
-        t._vbox = self._vbox
-        t._base = self if self._base is None else self._base
+        t._vbox = self._vbox  # in-place writes through either are seen by both's checks
         return t
 
     def detach_(self) -> Tensor:
@@ -322,6 +321,8 @@ class Tensor:
             if t is not None and t._retains_grad:
                 t.grad = g.detach() if t.grad is None else t.grad + g.detach()
 
+        keep._retain = True  # type: ignore[attr-defined]  # runs after the other hooks
+        self.__dict__["_retain_hook"] = keep
         self._add_node_hook(keep)
 
     def register_hook(self, hook: Callable[[Tensor], Tensor | None]) -> Any:

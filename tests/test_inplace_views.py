@@ -118,7 +118,7 @@ VIEW_INPLACE = {
     "t_": lambda x: x.t_(),
     "transpose_": lambda x: x.transpose_(0, 1),
     "unsqueeze_": lambda x: x.unsqueeze_(0),
-    "squeeze_": lambda x: x.unsqueeze(0).squeeze_(0),
+    "squeeze_": lambda x: x.unsqueeze_(0).squeeze_(0),
 }
 
 

@@ -82,12 +82,28 @@ def _check_anomaly(node: Node, grads: Sequence) -> None:
             )
 
 
-def _accumulate_leaf(leaf: Tensor, g: Tensor, create_graph: bool, handed: set) -> None:
+def _leaf_hooks(leaf: Tensor, g: Tensor) -> Tensor:
     if leaf._hooks:
-        for h in leaf._hooks:
+        for h in list(leaf._hooks):
             r = h(g)
             if r is not None:
                 g = r
+    return g
+
+
+def _node_hooks(node: Node, g: Tensor) -> Tensor:
+    """Tensor hooks registered on a non-leaf, then its retain_grad (which sees the result)."""
+    hooks = node.pre_hooks
+    assert hooks is not None
+    for h in sorted(hooks, key=lambda h: getattr(h, "_retain", False)):
+        r = h(g)
+        if r is not None:
+            g = r
+    return g
+
+
+def _accumulate_leaf(leaf: Tensor, g: Tensor, create_graph: bool, handed: set) -> None:
+    g = _leaf_hooks(leaf, g)
     if leaf.grad is None:
         if create_graph:
             leaf.grad = g
@@ -129,13 +145,15 @@ def run(
                 cap_node[t.grad_fn] = j
         captured = [None] * len(capture)
 
+    # a leaf's gradient is summed over its uses first: hooks see the total, once
+    leaf_grads: dict[int, list] = {}
+
     def deliver_leaf(leaf: Tensor, g: Tensor) -> None:
-        if capture is None:
-            _accumulate_leaf(leaf, g, create_graph, handed)
+        slot = leaf_grads.get(id(leaf))
+        if slot is None:
+            leaf_grads[id(leaf)] = [leaf, g]
         else:
-            j = cap_leaf.get(id(leaf))
-            if j is not None:
-                captured[j] = g if captured[j] is None else captured[j] + g
+            slot[1] = slot[1] + g
 
     # dependency counts over the part of the graph reachable from the roots
     grads: dict[Node, Tensor] = {}
@@ -170,10 +188,7 @@ def run(
             g = grads.pop(n, None)
             if g is not None:
                 if n.pre_hooks:
-                    for h in list(n.pre_hooks):
-                        r = h(g)
-                        if r is not None:
-                            g = r
+                    g = _node_hooks(n, g)
                 if n in cap_node:
                     j = cap_node[n]
                     captured[j] = g
@@ -201,6 +216,13 @@ def run(
                         ready.append(e)
                 elif ig is not None:
                     deliver_leaf(e, ig)
+        for leaf, g in leaf_grads.values():
+            if capture is None:
+                _accumulate_leaf(leaf, g, create_graph, handed)
+            else:
+                j = cap_leaf.get(id(leaf))
+                if j is not None:
+                    captured[j] = _leaf_hooks(leaf, g)
     finally:
         state.enabled = prev
     return captured if capture is not None else None

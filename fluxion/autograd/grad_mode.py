@@ -58,7 +58,19 @@ class _GradModeContext:
         return ()
 
 
-class no_grad(_GradModeContext):  # noqa: N801
+class _Bare(_GradModeContext):
+    """Grad-mode guards that also work as a bare decorator: ``@fluxion.no_grad``."""
+
+    def __new__(cls, orig_func: Any = None) -> Any:
+        if orig_func is not None and callable(orig_func):
+            return cls()(orig_func)
+        return super().__new__(cls)
+
+    def __init__(self, orig_func: Any = None) -> None:
+        pass
+
+
+class no_grad(_Bare):  # noqa: N801
     """Disable graph recording inside the block or decorated function.
 
     >>> import fluxion
@@ -71,7 +83,7 @@ class no_grad(_GradModeContext):  # noqa: N801
     _mode = False
 
 
-class enable_grad(_GradModeContext):  # noqa: N801
+class enable_grad(_Bare):  # noqa: N801
     """Re-enable graph recording inside a ``no_grad`` block.
 
     >>> import fluxion

@@ -35,7 +35,7 @@ class Node:
     __slots__ = (
         "op", "next", "attrs", "shapes", "dtypes", "_inputs",
         "_saved_versions", "_out_data", "_out_version", "_out_saved_version", "_freed",
-        "pre_hooks", "trace", "__weakref__",
+        "pre_hooks", "trace", "label", "__weakref__",
     )
 
     def __init__(self, op: Op, inputs: tuple, attrs: dict, out: Tensor) -> None:
@@ -61,6 +61,10 @@ class Node:
         self.shapes = tuple(shapes)
         self.dtypes = tuple(dtypes)
         if op.save_inputs:
+            saves = op.saves
+            if saves is not None:
+                keep = saves(tuple(e is not None for e in nxt))
+                inputs = tuple(t if k else None for t, k in zip(inputs, keep))
             self._inputs = inputs
             self._saved_versions = tuple(
                 t._vbox[0] if isinstance(t, Tensor) else None for t in inputs
@@ -76,6 +80,7 @@ class Node:
         self._freed = False
         self.pre_hooks: list | None = None
         self.trace = _user_frame() if state.anomaly else None
+        self.label: str | None = None
 
     @property
     def needs_input_grad(self) -> tuple[bool, ...]:
@@ -101,7 +106,7 @@ class Node:
 
     def name(self) -> str:
         """PyTorch-style name, e.g. ``MulBackward0``."""
-        return self.op.node_name
+        return self.label or self.op.node_name
 
     def __repr__(self) -> str:
         return f"<{self.name()} object at {id(self):#x}>"

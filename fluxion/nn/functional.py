@@ -68,11 +68,18 @@ def softmax(input: Tensor, dim: int | None = None, _stacklevel: int = 3,
     if dtype is not None:
         input = input.to(dtype)
     d = _softmax_dim(input, dim)
-    if input.ndim == 0:
-        return (input - input.detach()).exp()
-    m = input.detach().amax(d, keepdim=True)
-    e = (input - m.where(m.isfinite(), 0)).exp()
+    if input.ndim == 0:  # softmax of one value is 1, with gradient 0
+        return (input - input).exp()
+    if input.shape[d] == 0:
+        return input.clone()
+    e = _shift_by_max(input, d).exp()
     return e / e.sum(d, keepdim=True)
+
+
+def _shift_by_max(input: Tensor, d: int) -> Tensor:
+    """``input`` minus its (detached, finite) max along ``d``."""
+    m = input.detach().amax(d, keepdim=True)
+    return input - m.where(m.isfinite(), 0)
 
 
 def log_softmax(input: Tensor, dim: int | None = None, _stacklevel: int = 3,
@@ -88,7 +95,12 @@ def log_softmax(input: Tensor, dim: int | None = None, _stacklevel: int = 3,
     d = _softmax_dim(input, dim)
     if input.ndim == 0:
         return input - input
-    return input - F.logsumexp(input, d, keepdim=True)
+    if input.shape[d] == 0:
+        return input.clone()
+    # (x - max) - log(sum(exp(x - max))): subtracting the max first keeps the result exact
+    # for large logits (x - logsumexp(x) would round logsumexp to x's magnitude)
+    shifted = _shift_by_max(input, d)
+    return shifted - shifted.exp().sum(d, keepdim=True).log()
 
 
 # --- padding, unfold/fold ------------------------------------------------------------
@@ -431,6 +443,18 @@ def embedding(input: Tensor, weight: Tensor, padding_idx: int | None = None,
 
 
 # --- more activations ------------------------------------------------------------------
+def _maybe_inplace(input: Tensor, fn: Any, inplace: bool) -> Tensor:
+    """``fn(input)``, written back into ``input`` when ``inplace``. The composite reads a
+    clone when autograd records, so the write does not invalidate the tensors its backward
+    saved (PyTorch's in-place activations keep working in training graphs)."""
+    if not inplace:
+        return fn(input)
+    from fluxion.autograd.grad_mode import is_grad_enabled
+
+    src = input.clone() if is_grad_enabled() and input.requires_grad else input
+    return input.copy_(fn(src))
+
+
 def leaky_relu(input: Tensor, negative_slope: float = 0.01, inplace: bool = False) -> Tensor:
     """x if x > 0 else negative_slope * x.
 
@@ -438,8 +462,7 @@ def leaky_relu(input: Tensor, negative_slope: float = 0.01, inplace: bool = Fals
     >>> fluxion.nn.functional.leaky_relu(fluxion.tensor([-1.0, 2.0]), 0.1)
     tensor([-0.1000,  2.0000])
     """
-    out = F.where(input > 0, input, input * negative_slope)
-    return input.copy_(out) if inplace else out
+    return _maybe_inplace(input, lambda x: F.where(x > 0, x, x * negative_slope), inplace)
 
 
 def elu(input: Tensor, alpha: float = 1.0, inplace: bool = False) -> Tensor:
@@ -449,8 +472,8 @@ def elu(input: Tensor, alpha: float = 1.0, inplace: bool = False) -> Tensor:
     >>> fluxion.nn.functional.elu(fluxion.tensor([0.0, 1.0]))
     tensor([0., 1.])
     """
-    out = F.where(input > 0, input, (input.clamp(max=0).expm1()) * alpha)
-    return input.copy_(out) if inplace else out
+    return _maybe_inplace(input, lambda x: F.where(x > 0, x, x.clamp(max=0).expm1() * alpha),
+                          inplace)
 
 
 def gelu(input: Tensor, approximate: str = "none") -> Tensor:
@@ -461,8 +484,10 @@ def gelu(input: Tensor, approximate: str = "none") -> Tensor:
     tensor([0.0000, 0.8413])
     """
     if approximate == "tanh":
+        # 0.5 * (1 + tanh(u)) == sigmoid(2u): the same function without the cancellation
+        # of 1 + tanh(u) for negative u, so values and gradients stay accurate in the tail
         inner = (input + input * input * input * 0.044715) * math.sqrt(2 / math.pi)
-        return input * 0.5 * (inner.tanh() + 1)
+        return input * (inner * 2).sigmoid()
     if approximate != "none":
         raise ValueError(f"approximate argument must be either none or tanh, got {approximate!r}")
     return input * 0.5 * ((input * (1 / math.sqrt(2))).erf() + 1)
@@ -475,8 +500,7 @@ def silu(input: Tensor, inplace: bool = False) -> Tensor:
     >>> fluxion.nn.functional.silu(fluxion.tensor([0.0]))
     tensor([0.])
     """
-    out = input * input.sigmoid()
-    return input.copy_(out) if inplace else out
+    return _maybe_inplace(input, lambda x: x * x.sigmoid(), inplace)
 
 
 def softplus(input: Tensor, beta: float = 1.0, threshold: float = 20.0) -> Tensor:
@@ -491,14 +515,21 @@ def softplus(input: Tensor, beta: float = 1.0, threshold: float = 20.0) -> Tenso
     return F.where(bx > threshold, input, soft)
 
 
-def hardtanh(input: Tensor, min_val: float = -1.0, max_val: float = 1.0) -> Tensor:
-    """Clamp to [min_val, max_val]."""
-    return input.clamp(min_val, max_val)
+def hardtanh(input: Tensor, min_val: float = -1.0, max_val: float = 1.0,
+             inplace: bool = False) -> Tensor:
+    """Clamp to [min_val, max_val]; as PyTorch, the gradient is zero outside and at the
+    bounds."""
+    return _maybe_inplace(input, lambda x: _hardtanh(x, min_val, max_val), inplace)
+
+
+def _hardtanh(input: Tensor, lo: float, hi: float) -> Tensor:
+    inside = (input > lo) & (input < hi)
+    return F.where(inside, input, input.detach().clamp(lo, hi))
 
 
 def relu6(input: Tensor, inplace: bool = False) -> Tensor:
     """min(max(x, 0), 6)."""
-    return input.clamp(0, 6)
+    return _maybe_inplace(input, lambda x: _hardtanh(x, 0.0, 6.0), inplace)
 
 
 # --- linear, dropout, normalisation -----------------------------------------------------
@@ -539,9 +570,9 @@ def dropout(input: Tensor, p: float = 0.5, training: bool = True, inplace: bool 
     if not training or p == 0:
         return input
     if p == 1:
-        return input * 0
-    out = input * _dropout_mask(input.shape, p, input._data.dtype)
-    return input.copy_(out) if inplace else out
+        return _maybe_inplace(input, lambda x: x * 0, inplace)
+    mask = _dropout_mask(input.shape, p, input._data.dtype)
+    return _maybe_inplace(input, lambda x: x * mask, inplace)
 
 
 def dropout2d(input: Tensor, p: float = 0.5, training: bool = True,
@@ -557,8 +588,8 @@ def dropout2d(input: Tensor, p: float = 0.5, training: bool = True,
     if not training or p == 0:
         return input
     shape = tuple(input.shape[:-2]) + (1, 1)
-    out = input * _dropout_mask(shape, p, input._data.dtype) if p < 1 else input * 0
-    return input.copy_(out) if inplace else out
+    mask = _dropout_mask(shape, p, input._data.dtype) if p < 1 else None
+    return _maybe_inplace(input, lambda x: x * mask if mask is not None else x * 0, inplace)
 
 
 def batch_norm(input: Tensor, running_mean: Tensor | None, running_var: Tensor | None,
@@ -690,9 +721,13 @@ def nll_loss(input: Tensor, target: Tensor, weight: Tensor | None = None,
     if target.dtype.is_floating_point:
         raise RuntimeError(f"nll_loss: expected target of integer (class index) dtype, got "
                            f"{target.dtype}")
-    if input.ndim == 1:
+    unbatched = input.ndim == 1
+    if unbatched:
+        if target.ndim != 0:
+            raise ValueError(f"Expected a 0-D target for a 1-D input, got target of shape "
+                             f"{list(target.shape)}")
         input, target = input.unsqueeze(0), target.unsqueeze(0)
-    if input.shape[0] != target.shape[0] or tuple(input.shape[2:]) != tuple(target.shape[1:]):
+    if input.ndim < 1 or input.shape[0] != target.shape[0] or tuple(input.shape[2:]) != tuple(target.shape[1:]):
         raise ValueError(f"Expected input batch_size ({input.shape[0]}) to match target "
                          f"batch_size ({target.shape[0]}); input {list(input.shape)}, target "
                          f"{list(target.shape)}")
@@ -705,10 +740,14 @@ def nll_loss(input: Tensor, target: Tensor, weight: Tensor | None = None,
                          f"of bounds for {c} classes")
     picked = -input.gather(1, safe.unsqueeze(1)).squeeze(1)
     w = weight[safe] if weight is not None else Tensor._make(np.ones(t.shape, input._data.dtype))
-    w = w * valid
-    loss = picked * w
+    w = F.where(valid, w, 0)
+    # ignored entries are selected away (not multiplied by 0), so they get an exact zero
+    # gradient even when a mean over no valid entries is nan, as in PyTorch
+    loss = F.where(valid, picked, 0) * w
     if reduction == "mean":
         return loss.sum() / w.sum()
+    if unbatched and reduction == "none":
+        loss = loss.squeeze(0)
     return _reduce(loss, reduction)
 
 
@@ -724,7 +763,8 @@ def cross_entropy(input: Tensor, target: Tensor, weight: Tensor | None = None,
     """
     reduction = _legacy(size_average, reduce, reduction)
     if not 0.0 <= label_smoothing <= 1.0:
-        raise ValueError(f"label_smoothing must be between 0.0 and 1.0. Got: {label_smoothing}")
+        raise RuntimeError(f"label_smoothing must be between 0.0 and 1.0. Got: "
+                           f"{label_smoothing}")
     cdim = 0 if input.ndim == 1 else 1
     logp = log_softmax(input, cdim)
     c = input.shape[cdim]
@@ -744,13 +784,11 @@ def cross_entropy(input: Tensor, target: Tensor, weight: Tensor | None = None,
     if label_smoothing == 0:
         return nll
     lp = logp * weight.reshape(wshape) if weight is not None else logp
-    smooth = -lp.sum(cdim)
-    tgt = target if input.ndim > 1 else target.unsqueeze(0)
-    valid = tgt != ignore_index
-    smooth = smooth * valid if input.ndim > 1 else smooth * valid.squeeze(0)
+    valid = target != ignore_index  # the shape of the per-entry loss
+    smooth = F.where(valid, -lp.sum(cdim), 0)
     if reduction == "mean":
         if weight is not None:
-            denom = (weight[F.where(valid, tgt, 0)] * valid).sum()
+            denom = F.where(valid, weight[F.where(valid, target, 0)], 0).sum()
         else:
             denom = valid.sum()
         smooth = smooth.sum() / denom
@@ -863,8 +901,7 @@ def binary_cross_entropy_with_logits(input: Tensor, target: Tensor,
     if input.shape != target.shape:
         raise ValueError(f"Target size ({list(target.shape)}) must be the same as input size "
                          f"({list(input.shape)})")
-    # log(1 + exp(-x)) = softplus(-x), written stably
-    log_sig_neg = (-input.abs()).exp().log1p() + (-input).clamp(min=0)
+    log_sig_neg = _softplus_neg(input)
     if pos_weight is not None:
         lw = (pos_weight - 1) * target + 1
         loss = (1 - target) * input + lw * log_sig_neg
@@ -873,6 +910,16 @@ def binary_cross_entropy_with_logits(input: Tensor, target: Tensor,
     if weight is not None:
         loss = loss * weight
     return _reduce(loss, _legacy(size_average, reduce, reduction))
+
+
+def _softplus_neg(x: Tensor) -> Tensor:
+    """log(1 + exp(-x)) = -log(sigmoid(x)), stable for any x and with the exact gradient
+    -sigmoid(-x) everywhere (the max(-x, 0) + log1p(exp(-|x|)) form has kinks at 0 whose
+    subgradients do not add up to the derivative)."""
+    pos = x >= 0
+    xp = F.where(pos, x, 0)
+    xn = F.where(pos, 0, x)
+    return F.where(pos, (-xp).exp().log1p(), xn.exp().log1p() - xn)
 
 
 def kl_div(input: Tensor, target: Tensor, size_average: Any = None, reduce: Any = None,
@@ -904,9 +951,13 @@ def cosine_similarity(x1: Tensor, x2: Tensor, dim: int = 1, eps: float = 1e-8) -
     tensor([0.7071])
     """
     x1, x2 = F.broadcast_tensors(x1, x2)
-    dot = (x1 * x2).sum(dim)
-    n2 = (x1 * x1).sum(dim) * (x2 * x2).sum(dim)
-    return dot * n2.clamp(min=eps * eps).rsqrt()
+    # PyTorch's formula: each vector divided by its own norm clamped at eps (the clamp does
+    # not take part in the gradient), which keeps the result within [-1, 1]
+    n1 = x1.norm(2, dim, keepdim=True)
+    n2 = x2.norm(2, dim, keepdim=True)
+    n1 = n1 + (n1.detach().clamp(min=eps) - n1.detach())
+    n2 = n2 + (n2.detach().clamp(min=eps) - n2.detach())
+    return ((x1 / n1) * (x2 / n2)).sum(dim)
 
 
 def normalize(input: Tensor, p: float = 2.0, dim: int = 1, eps: float = 1e-12) -> Tensor:

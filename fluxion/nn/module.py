@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any, NamedTuple
 
 from fluxion.nn.parameter import Buffer, Parameter
 from fluxion.tensor import Tensor
+
+
+def _typename(obj: Any) -> str:
+    t = type(obj)
+    return t.__qualname__ if t.__module__ == "builtins" else f"{t.__module__}.{t.__qualname__}"
 
 
 class _IncompatibleKeys(NamedTuple):
@@ -128,48 +133,52 @@ class Module:
 
     # --- registration ---------------------------------------------------------------------
     def __setattr__(self, name: str, value: Any) -> None:
+        # As PyTorch: re-assigning a registered name keeps its position in the registry, and
+        # assigning a name as another kind (parameter, module, buffer) moves it there.
         d = self.__dict__
         params = d.get("_parameters")
         if isinstance(value, Parameter):
             if params is None:
                 raise AttributeError("cannot assign parameters before Module.__init__() call")
-            self._discard(name)
-            params[name] = value
+            self._discard(name, keep="_parameters")
+            self.register_parameter(name, value)
         elif params is not None and name in params:
-            if value is not None and not isinstance(value, Tensor):
-                raise TypeError(f"cannot assign '{type(value).__name__}' as parameter '{name}' "
+            if value is not None:
+                raise TypeError(f"cannot assign '{_typename(value)}' as parameter '{name}' "
                                 "(fluxion.nn.Parameter or None expected)")
-            if value is not None and not isinstance(value, Parameter):
-                raise TypeError(f"cannot assign 'Tensor' as parameter '{name}' "
-                                "(fluxion.nn.Parameter or None expected)")
-            params[name] = value
+            self.register_parameter(name, value)
         elif isinstance(value, Module):
             if d.get("_modules") is None:
                 raise AttributeError("cannot assign module before Module.__init__() call")
-            self._discard(name)
+            self._discard(name, keep="_modules")
             d["_modules"][name] = value
         elif d.get("_modules") is not None and name in d["_modules"]:
             if value is not None:
-                raise TypeError(f"cannot assign '{type(value).__name__}' as child module "
+                raise TypeError(f"cannot assign '{_typename(value)}' as child module "
                                 f"'{name}' (fluxion.nn.Module or None expected)")
             d["_modules"][name] = value
-        elif isinstance(value, Buffer):
-            self.register_buffer(name, Tensor._make(value._data), persistent=value.persistent)
-        elif d.get("_buffers") is not None and name in d["_buffers"]:
+        elif isinstance(value, Buffer) or (d.get("_buffers") is not None
+                                           and name in d["_buffers"]):
             if value is not None and not isinstance(value, Tensor):
-                raise TypeError(f"cannot assign '{type(value).__name__}' as buffer '{name}' "
+                raise TypeError(f"cannot assign '{_typename(value)}' as buffer '{name}' "
                                 "(fluxion.Tensor or None expected)")
-            d["_buffers"][name] = value
+            if isinstance(value, Buffer):
+                persistent = value.persistent
+                value = Tensor._make(value._data)
+            else:
+                persistent = name not in d["_non_persistent_buffers_set"]
+            self.register_buffer(name, value, persistent)
         else:
             object.__setattr__(self, name, value)
 
-    def _discard(self, name: str) -> None:
+    def _discard(self, name: str, keep: str = "") -> None:
         d = self.__dict__
         d.pop(name, None)
         for key in ("_parameters", "_buffers", "_modules"):
-            if name in d[key]:
+            if key != keep and name in d[key]:
                 del d[key][name]
-        d["_non_persistent_buffers_set"].discard(name)
+        if keep != "_buffers":
+            d["_non_persistent_buffers_set"].discard(name)
 
     def __getattr__(self, name: str) -> Any:
         d = self.__dict__
@@ -188,36 +197,46 @@ class Module:
                 return
         object.__delattr__(self, name)
 
+    def _check_name(self, kind: str, name: str, store: dict) -> None:
+        if not isinstance(name, str):
+            raise TypeError(f"{kind} name should be a string. Got {_typename(name)}")
+        if "." in name:
+            raise KeyError(f'{kind} name can\'t contain "."')
+        if name == "":
+            raise KeyError(f'{kind} name can\'t be empty string ""')
+        if hasattr(self, name) and name not in store:
+            raise KeyError(f"attribute '{name}' already exists")
+
     def register_parameter(self, name: str, param: Parameter | None) -> None:
         """Add a parameter (or a None placeholder) under ``name``."""
-        if "." in name or not name:
-            raise KeyError(f"parameter name can't contain \".\" or be empty, got {name!r}")
+        if "_parameters" not in self.__dict__:
+            raise AttributeError("cannot assign parameter before Module.__init__() call")
+        self._check_name("parameter", name, self._parameters)
         if param is not None and not isinstance(param, Parameter):
-            raise TypeError(f"cannot assign '{type(param).__name__}' object to parameter "
+            raise TypeError(f"cannot assign '{_typename(param)}' object to parameter "
                             f"'{name}' (fluxion.nn.Parameter or None required)")
-        self._discard(name)
         self._parameters[name] = param
 
     def register_buffer(self, name: str, tensor: Tensor | None, persistent: bool = True) -> None:
         """Add a buffer: state that is not a parameter (e.g. running statistics);
         ``persistent=False`` keeps it out of ``state_dict``."""
-        if "." in name or not name:
-            raise KeyError(f"buffer name can't contain \".\" or be empty, got {name!r}")
+        if "_buffers" not in self.__dict__:
+            raise AttributeError("cannot assign buffer before Module.__init__() call")
+        self._check_name("buffer", name, self._buffers)
         if tensor is not None and not isinstance(tensor, Tensor):
-            raise TypeError(f"cannot assign '{type(tensor).__name__}' object to buffer '{name}' "
+            raise TypeError(f"cannot assign '{_typename(tensor)}' object to buffer '{name}' "
                             "(fluxion.Tensor or None required)")
-        self._discard(name)
         self._buffers[name] = tensor
-        if not persistent:
+        if persistent:
+            self._non_persistent_buffers_set.discard(name)
+        else:
             self._non_persistent_buffers_set.add(name)
 
     def add_module(self, name: str, module: Module | None) -> None:
         """Add a child module under ``name``."""
         if module is not None and not isinstance(module, Module):
-            raise TypeError(f"{type(module).__name__} is not a Module subclass")
-        if "." in name or not name:
-            raise KeyError(f"module name can't contain \".\" or be empty, got {name!r}")
-        self._discard(name)
+            raise TypeError(f"{_typename(module)} is not a Module subclass")
+        self._check_name("module", name, self._modules)
         self._modules[name] = module
 
     register_module = add_module
@@ -428,39 +447,74 @@ class Module:
                 m.state_dict(destination=out, prefix=f"{prefix}{name}.", keep_vars=keep_vars)
         return out
 
+    def _load_from_state_dict(self, state_dict: dict[str, Any], prefix: str, assign: bool,
+                              missing_keys: list[str], unexpected_keys: list[str],
+                              error_msgs: list[str]) -> None:
+        """Load this module's own parameters and persistent buffers (PyTorch's algorithm and
+        messages)."""
+        from fluxion.autograd.grad_mode import no_grad
+        from fluxion.creation import tensor
+
+        local = [(n, p) for n, p in self._parameters.items() if p is not None]
+        local += [(n, b) for n, b in self._buffers.items()
+                  if b is not None and n not in self._non_persistent_buffers_set]
+        local_state = dict(local)
+        for name, param in local:
+            key = prefix + name
+            if key not in state_dict:
+                missing_keys.append(key)
+                continue
+            src = state_dict[key]
+            if not isinstance(src, Tensor):
+                src = tensor(src)
+            # backward compatibility, as PyTorch: a 1-element vector loads into a scalar
+            if param.ndim == 0 and src.ndim == 1 and src.shape[0] == 1:
+                src = src[0]
+            if src.shape != param.shape:
+                error_msgs.append(f"size mismatch for {key}: copying a param with shape "
+                                  f"{src.shape} from checkpoint, the shape in current model "
+                                  f"is {param.shape}.")
+                continue
+            with no_grad():
+                if assign:
+                    if isinstance(param, Parameter):
+                        new = src if isinstance(src, Parameter) else Parameter(
+                            src, requires_grad=param.requires_grad)
+                        new.requires_grad_(param.requires_grad)
+                        setattr(self, name, new)
+                    else:
+                        setattr(self, name, src)
+                else:
+                    param.copy_(src)
+        for key in state_dict:
+            if key.startswith(prefix):
+                parts = key[len(prefix):].split(".", 1)
+                if len(parts) > 1:
+                    if parts[0] not in self._modules:
+                        unexpected_keys.append(key)
+                elif parts[0] not in local_state:
+                    unexpected_keys.append(key)
+
     def load_state_dict(self, state_dict: dict[str, Any], strict: bool = True,
                         assign: bool = False) -> _IncompatibleKeys:
         """Copy values into parameters and buffers; with ``strict``, missing or unexpected
-        keys (and shape mismatches) raise, listing them as PyTorch does."""
-        from fluxion.autograd.grad_mode import no_grad
-
+        keys raise, listing them as PyTorch does; shape mismatches always raise.
+        ``assign=True`` installs the given tensors instead of copying into the current ones
+        (keeping each parameter's ``requires_grad``)."""
+        if not isinstance(state_dict, Mapping):
+            raise TypeError(f"Expected state_dict to be dict-like, got {type(state_dict)}.")
         missing: list[str] = []
-        expected: set[str] = set()
+        unexpected: list[str] = []
         errors: list[str] = []
-        for mprefix, m in self.named_modules(remove_duplicate=False):
-            pre = f"{mprefix}." if mprefix else ""
-            local = [(n, p) for n, p in m._parameters.items() if p is not None]
-            local += [(n, b) for n, b in m._buffers.items()
-                      if b is not None and n not in m._non_persistent_buffers_set]
-            for name, t in local:
-                key = pre + name
-                expected.add(key)
-                if key not in state_dict:
-                    missing.append(key)
-                    continue
-                src = state_dict[key]
-                if not isinstance(src, Tensor):
-                    from fluxion.creation import tensor
 
-                    src = tensor(src)
-                if src.shape != t.shape:
-                    errors.append(f"size mismatch for {key}: copying a param with shape "
-                                  f"{src.shape} from checkpoint, the shape in current model "
-                                  f"is {t.shape}.")
-                    continue
-                with no_grad():
-                    t.copy_(src)
-        unexpected = [k for k in state_dict if k not in expected]
+        def load(module: Module, local: dict[str, Any], prefix: str) -> None:
+            module._load_from_state_dict(local, prefix, assign, missing, unexpected, errors)
+            for name, child in module._modules.items():
+                if child is not None:
+                    cp = prefix + name + "."
+                    load(child, {k: v for k, v in local.items() if k.startswith(cp)}, cp)
+
+        load(self, dict(state_dict), "")
         if strict:
             if unexpected:
                 errors.insert(0, "Unexpected key(s) in state_dict: "

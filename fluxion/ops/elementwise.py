@@ -59,7 +59,7 @@ def _(n, g):
 
 @unary("sign", "((a > 0) - (a < 0))", "same", save_inputs=False)
 def sign(xp, a):
-    return xp.sign(a)
+    return a.copy() if a.dtype.kind == "b" else xp.sign(a)  # NumPy has no bool loop
 
 
 def _zero_grad(n, g):
@@ -206,7 +206,7 @@ def _(n, g):
 def erf(xp, a):
     # NumPy has no erf; math.erf per element is exact (and slow: a C kernel comes with
     # the code generator)
-    return xp.frompyfunc(math.erf, 1, 1)(a).astype(a.dtype)
+    return xp.asarray(xp.frompyfunc(math.erf, 1, 1)(a)).astype(a.dtype)  # 0-d: a float
 
 
 @erf.defgrad
@@ -219,7 +219,9 @@ for _name, _c in (("floor", "floor(a)"), ("ceil", "ceil(a)"), ("round", "rint(a)
                   ("trunc", "trunc(a)")):
     _fn = {"floor": np.floor, "ceil": np.ceil, "round": np.round, "trunc": np.trunc}[_name]
     _op = defop(_name, "unary", c_expr=_c, dtype_rule="same", save_inputs=False)(
-        lambda xp, a, decimals=0, _f=_fn: _f(a, decimals) if decimals else _f(a)
+        # scaling by 10**decimals in float16 would round first: do it in float32
+        lambda xp, a, decimals=0, _f=_fn: _f(a) if not decimals else _f(
+            a.astype(np.float32) if a.dtype == np.float16 else a, decimals).astype(a.dtype)
     )
     _op.backward = _zero_grad
 
@@ -302,6 +304,9 @@ def mul(xp, a, b):
     return a * b
 
 
+mul.saves = lambda needs: (needs[1], needs[0])  # d/da needs b, d/db needs a
+
+
 @mul.defgrad
 def _(n, g):
     a, b = n.inputs
@@ -316,6 +321,9 @@ def div(xp, a, b):
     return a / b
 
 
+div.saves = lambda needs: (needs[1], needs[0] or needs[1])
+
+
 @div.defgrad
 def _(n, g):
     a, b = n.inputs
@@ -327,7 +335,8 @@ def _(n, g):
 
 @binary("pow", "pow(a, b)")
 def pow_(xp, a, b):
-    if a.dtype.kind in "iu" and not isinstance(b, np.ndarray) and b < 0:
+    if (isinstance(a, np.ndarray) and a.dtype.kind in "iu" and not isinstance(b, np.ndarray)
+            and b < 0):
         raise ValueError("Integers to negative integer powers are not allowed.")
     return a ** b
 
@@ -465,6 +474,12 @@ def _broadcast_check(name: str, a: Tensor, b: Tensor) -> None:
             )
 
 
+def wrap_int(s: int, dtype: np.dtype) -> Any:
+    """A Python int out of ``dtype``'s range wraps around, as PyTorch's integer math does."""
+    info = np.iinfo(dtype)
+    return s if info.min <= s <= info.max else np.array(s).astype(dtype)
+
+
 def call_binary(name: str | Op, a: Any, b: Any) -> Tensor:
     """Apply a binary primitive with PyTorch's promotion; either side may be a scalar."""
     op = OPS[name] if type(name) is str else name
@@ -492,6 +507,8 @@ def call_binary(name: str | Op, a: Any, b: Any) -> Tensor:
     elif not isinstance(s, (bool, int, float)):
         _check_scalar(op.name, s)
     kind = t._data.dtype.kind
+    if kind in "iu" and type(s) is int:
+        s = wrap_int(s, t._data.dtype)
     # a Python scalar only changes the dtype when it brings a higher category
     if (op.dtype_rule == "float" and kind != "f") or (
         type(s) is float and kind != "f") or (type(s) is int and kind == "b"

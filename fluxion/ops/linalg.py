@@ -73,24 +73,48 @@ def einsum(xp, *arrays, terms, out):
 
 @einsum.defgrad
 def _(n, g):
+    from fluxion.creation import eye
+
     terms, out = n.attrs["terms"], n.attrs["out"]
     ins, grads = n.inputs, []
     for i, t in enumerate(terms):
         if not n.needs_input_grad[i]:
             grads.append(None)
             continue
-        if len(set(t)) != len(t):
-            raise RuntimeError(f"einsum backward: repeated subscripts in {t!r} are not supported")
+        shape = n.shapes[i]
+        size = dict(zip(t, shape))
+        u = "".join(dict.fromkeys(t))  # the letters of t, each once (a diagonal if repeated)
         others = [terms[j] for j in range(len(terms)) if j != i]
         avail = set(out).union(*others) if others else set(out)
         # letters only operand i has (summed away) come back by broadcasting
-        kept = "".join(c for c in t if c in avail)
+        kept = "".join(c for c in u if c in avail)
         gi = apply(OPS["einsum"], g, *[ins[j] for j in range(len(ins)) if j != i],
                    terms=[out, *others], out=kept)
-        if kept != t:
-            shape = n.shapes[i]
-            gi = gi.reshape(tuple(s if c in kept else 1 for c, s in zip(t, shape)))
-            gi = gi.expand(shape)
+        # broadcasting between operands: sum back down to this operand's size-1
+        # dimensions, expand where the others had size 1
+        bdims = tuple(k for k, c in enumerate(kept) if size[c] == 1 and gi.shape[k] != 1)
+        if bdims:
+            gi = gi.sum(bdims, keepdim=True)
+        if tuple(gi.shape) != tuple(size[c] for c in kept):
+            gi = gi.expand(tuple(size[c] for c in kept))
+        if kept != u:
+            gi = gi.reshape(tuple(size[c] if c in kept else 1 for c in u))
+            gi = gi.expand(tuple(size[c] for c in u))
+        if u != t:
+            # repeated letters: place the gradient on the diagonal, with one identity per
+            # repeat (``ii`` becomes ``iA`` times the identity ``iA``)
+            spare = iter(c for c in "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+                         if c not in set(t).union(out, *others))
+            seen, t2, eyes, eye_terms = set(), "", [], []
+            for c in t:
+                if c in seen:
+                    d = next(spare)
+                    eyes.append(eye(size[c], dtype=g.dtype))
+                    eye_terms.append(c + d)
+                    c = d
+                seen.add(c)
+                t2 += c
+            gi = apply(OPS["einsum"], gi, *eyes, terms=[u, *eye_terms], out=t2)
         grads.append(gi)
     return tuple(grads)
 

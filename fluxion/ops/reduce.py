@@ -30,9 +30,17 @@ def _reduce_kept(name: str, x: Tensor, dims: tuple[int, ...] | None) -> Tensor:
     return apply(OPS[name], x, dims=dims, keepdim=True)
 
 
+def _acc(f, a, **kw):
+    """``f(a, **kw)``, float16 accumulated in float32 as PyTorch does (NumPy would
+    accumulate in float16 and lose digits over long reductions)."""
+    if a.dtype != np.float16:
+        return f(a, **kw)
+    return f(a, dtype=np.float32, **kw).astype(np.float16)
+
+
 @defop("sum", "reduce", save_inputs=False)
 def sum_(xp, a, dims=None, keepdim=False):
-    return xp.sum(a, axis=dims, keepdims=keepdim)
+    return _acc(xp.sum, a, axis=dims, keepdims=keepdim)
 
 
 @sum_.defgrad
@@ -42,7 +50,7 @@ def _(n, g):
 
 @defop("prod", "reduce", save_output=True)
 def prod(xp, a, dims=None, keepdim=False):
-    return xp.prod(a, axis=dims, keepdims=keepdim)
+    return _acc(xp.prod, a, axis=dims, keepdims=keepdim)
 
 
 @prod.defgrad
@@ -53,7 +61,12 @@ def _(n, g):
     safe = x.where(~is_zero, 1)
     zeros = _reduce_kept("sum", is_zero, dims)
     others = _reduce_kept("prod", safe, dims)
-    grad = (_kept_out(n) / safe).where(~is_zero, others.where(zeros == 1, 0))
+    # at a zero the others' product also holds the other zeros: none (factor 1), one (its
+    # value, written as a sum of the zeros minus this one so that the second derivative
+    # is right), or more (0)
+    other_zero = _reduce_kept("sum", x.where(is_zero, 0), dims) - x
+    factor = other_zero.where(zeros == 2, 0).where(zeros != 1, 1)
+    grad = (_kept_out(n) / safe).where(~is_zero, others * factor)
     return (_kept(n, g) * grad,)
 
 
@@ -84,6 +97,8 @@ def _first_arg(xp, a, dim, largest):
 
 @defop("max_dim", "reduce", n_aux=1)
 def max_dim(xp, a, dim, keepdim=False):
+    if a.ndim == 0:  # dim 0 (or -1) of a 0-d tensor is the tensor itself
+        return a.copy(), np.zeros((), np.int64)
     idx = xp.expand_dims(_first_arg(xp, a, dim, True), dim)
     vals = xp.take_along_axis(a, idx, axis=dim)
     if not keepdim:
@@ -93,6 +108,8 @@ def max_dim(xp, a, dim, keepdim=False):
 
 @defop("min_dim", "reduce", n_aux=1)
 def min_dim(xp, a, dim, keepdim=False):
+    if a.ndim == 0:
+        return a.copy(), np.zeros((), np.int64)
     idx = xp.expand_dims(_first_arg(xp, a, dim, False), dim)
     vals = xp.take_along_axis(a, idx, axis=dim)
     if not keepdim:
@@ -102,6 +119,8 @@ def min_dim(xp, a, dim, keepdim=False):
 
 def _select_grad(n, g):
     x, dim = n.inputs[0], n.attrs["dim"]
+    if x.ndim == 0:
+        return (g,)
     idx = (x.argmax if n.op.name == "max_dim" else x.argmin)(dim, keepdim=True)
     gk = g if n.attrs.get("keepdim") else g.unsqueeze(dim)
     return (x.new_zeros(x.shape).scatter(dim, idx, gk),)
@@ -128,19 +147,22 @@ def argmin(xp, a, dim=None, keepdim=False):
     return xp.asarray(r, dtype=np.int64)
 
 
+# PyTorch keeps uint8 for uint8 inputs (a legacy rule), bool for everything else
 @defop("all", "reduce", differentiable=False)
 def all_(xp, a, dims=None, keepdim=False):
-    return xp.all(a, axis=dims, keepdims=keepdim)
+    return xp.all(a, axis=dims, keepdims=keepdim).astype(np.uint8 if a.dtype == np.uint8 else bool)
 
 
 @defop("any", "reduce", differentiable=False)
 def any_(xp, a, dims=None, keepdim=False):
-    return xp.any(a, axis=dims, keepdims=keepdim)
+    return xp.any(a, axis=dims, keepdims=keepdim).astype(np.uint8 if a.dtype == np.uint8 else bool)
 
 
 @defop("cumsum", "reduce", save_inputs=False)
 def cumsum(xp, a, dim):
-    return xp.cumsum(a, axis=dim)
+    if not a.ndim:
+        return a.copy()  # NumPy would make it 1-d
+    return _acc(xp.cumsum, a, axis=dim)
 
 
 @cumsum.defgrad

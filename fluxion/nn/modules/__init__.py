@@ -12,6 +12,7 @@ from fluxion.nn.modules.activation import (
     Softplus,
     Tanh,
 )
+from fluxion.nn.modules.attention import MultiheadAttention
 from fluxion.nn.modules.container import (
     ModuleDict,
     ModuleList,
@@ -41,7 +42,18 @@ from fluxion.nn.modules.pooling import (
     MaxPool1d,
     MaxPool2d,
 )
+from fluxion.nn.modules.rnn import (
+    GRU,
+    LSTM,
+    RNN,
+    GRUCell,
+    LSTMCell,
+    RNNBase,
+    RNNCell,
+    RNNCellBase,
+)
 from fluxion.nn.modules.sparse import Embedding
+from fluxion.nn.modules.transformer import TransformerEncoder, TransformerEncoderLayer
 
 __all__ = [
     "ELU", "GELU", "LeakyReLU", "LogSoftmax", "ReLU", "Sigmoid", "SiLU", "Softmax", "Softplus",
@@ -51,4 +63,6 @@ __all__ = [
     "KLDivLoss", "L1Loss", "MSELoss", "NLLLoss", "SmoothL1Loss", "BatchNorm1d", "BatchNorm2d",
     "GroupNorm", "LayerNorm", "AdaptiveAvgPool2d", "AvgPool1d", "AvgPool2d", "MaxPool1d",
     "MaxPool2d", "Embedding",
+    "MultiheadAttention", "RNNBase", "RNN", "LSTM", "GRU", "RNNCellBase", "RNNCell", "LSTMCell",
+    "GRUCell", "TransformerEncoder", "TransformerEncoderLayer",
 ]

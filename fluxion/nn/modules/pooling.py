@@ -71,6 +71,14 @@ class AvgPool1d(_AvgPoolNd):
     fluxion.Size([1, 1, 2])
     """
 
+    def __init__(self, kernel_size: Any, stride: Any = None, padding: Any = 0,
+                 ceil_mode: bool = False, count_include_pad: bool = True) -> None:
+        super().__init__(kernel_size, stride, padding, ceil_mode, count_include_pad)
+        # as PyTorch, AvgPool1d stores 1-tuples
+        self.kernel_size = F._tuple(kernel_size, 1, "kernel_size")
+        self.stride = F._tuple(stride if stride is not None else kernel_size, 1, "stride")
+        self.padding = F._tuple(padding, 1, "padding")
+
     def forward(self, input: Tensor) -> Tensor:
         return F.avg_pool1d(input, self.kernel_size, self.stride, self.padding, self.ceil_mode,
                             self.count_include_pad)
