@@ -6,6 +6,7 @@ reduction; softmax and friends are composites the compiler can fuse."""
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -200,7 +201,7 @@ def conv2d(input: Tensor, weight: Tensor, bias: Tensor | None = None,
     if weight.ndim != 4:
         raise RuntimeError(f"conv2d: expected a 4-D weight (out, in/groups, kh, kw), got shape "
                            f"{list(weight.shape)}")
-    n, c, h, w = input.shape
+    n, c, _, _ = input.shape
     o, cg, kh, kw = weight.shape
     if c != cg * groups:
         raise RuntimeError(
@@ -326,9 +327,10 @@ def max_pool2d(input: Tensor, kernel_size: IntOrPair, stride: IntOrPair | None =
     unbatched = input.ndim == 3
     x = input.unsqueeze(0) if unbatched else input
     if x.ndim != 4:
-        raise RuntimeError(f"max_pool2d: expected a 3-D or 4-D input, got shape {list(input.shape)}")
+        raise RuntimeError(f"max_pool2d: expected a 3-D or 4-D input, got shape "
+                           f"{list(input.shape)}")
     k, s, p, d = _pool_args(kernel_size, stride, padding, dilation)
-    n, c, h, w = x.shape
+    n, c, _, w = x.shape
     cols, oh, ow = _pool_cols("max_pool2d", x, k, s, p, d, ceil_mode, -math.inf)
     vals, arg = F.max(cols, dim=2)
     out = vals.reshape(n, c, oh, ow)
@@ -356,7 +358,8 @@ def avg_pool2d(input: Tensor, kernel_size: IntOrPair, stride: IntOrPair | None =
     unbatched = input.ndim == 3
     x = input.unsqueeze(0) if unbatched else input
     if x.ndim != 4:
-        raise RuntimeError(f"avg_pool2d: expected a 3-D or 4-D input, got shape {list(input.shape)}")
+        raise RuntimeError(f"avg_pool2d: expected a 3-D or 4-D input, got shape "
+                           f"{list(input.shape)}")
     k, s, p, d = _pool_args(kernel_size, stride, padding, 1)
     n, c, h, w = x.shape
     cols, oh, ow = _pool_cols("avg_pool2d", x, k, s, p, d, ceil_mode, 0.0)
@@ -431,9 +434,9 @@ def embedding(input: Tensor, weight: Tensor, padding_idx: int | None = None,
                                   "supported yet")
     idx = input._data.astype(np.int64, copy=False)
     rows = weight.shape[0]
-    if idx.size and (idx.min() < -rows or idx.max() >= rows):
-        raise IndexError(f"embedding: index out of range in self (indices span "
-                         f"{idx.min()}..{idx.max()}, weight has {rows} rows)")
+    if idx.size and (idx.min() < 0 or idx.max() >= rows):
+        raise IndexError(f"index out of range in self (indices span {idx.min()}..{idx.max()}, "
+                         f"weight has {rows} rows)")
     w = weight
     if padding_idx is not None and weight.requires_grad:
         keep = np.ones((rows, 1), dtype=bool)
@@ -577,7 +580,9 @@ def dropout(input: Tensor, p: float = 0.5, training: bool = True, inplace: bool 
 
 def dropout2d(input: Tensor, p: float = 0.5, training: bool = True,
               inplace: bool = False) -> Tensor:
-    """Zero whole channels of (N, C, H, W) (or (C, H, W)) with probability ``p``.
+    """Zero whole channels of (N, C, H, W) with probability ``p``. As PyTorch (with its
+    warnings), other inputs drop entries of their first two dimensions: a 3-D input is read
+    as (N, C, L).
 
     >>> import fluxion
     >>> fluxion.nn.functional.dropout2d(fluxion.ones(1, 2, 2, 2), training=False).shape
@@ -587,7 +592,25 @@ def dropout2d(input: Tensor, p: float = 0.5, training: bool = True,
         raise ValueError(f"dropout probability has to be between 0 and 1, but got {p}")
     if not training or p == 0:
         return input
-    shape = tuple(input.shape[:-2]) + (1, 1)
+    if input.ndim not in (3, 4):
+        warnings.warn(f"dropout2d: Received a {input.ndim}-D input to dropout2d, which is "
+                      "deprecated and will result in an error in a future release. To retain "
+                      "the behavior and silence this warning, please use dropout instead. Note "
+                      "that dropout2d exists to provide channel-wise dropout on inputs with 2 "
+                      "spatial dimensions, a channel dimension, and an optional batch dimension "
+                      "(i.e. 3D or 4D inputs).", stacklevel=2)
+    if input.ndim == 3:
+        warnings.warn("dropout2d: Received a 3D input to dropout2d and assuming that "
+                      "channel-wise 1D dropout behavior is desired - input is interpreted as "
+                      "shape (N, C, L), where C is the channel dim. This behavior will change in "
+                      "a future release to interpret the input as one without a batch "
+                      "dimension, i.e. shape (C, H, W). To maintain the 1D channel-wise dropout "
+                      "behavior, please switch to using dropout1d instead.", stacklevel=2)
+    if input.ndim < 2:
+        raise RuntimeError("Feature dropout requires at least 2 dimensions in the input")
+    # PyTorch's feature dropout: one draw per entry of the first two dimensions, broadcast
+    # over the rest (so a 3-D input is read as (N, C, L), as PyTorch does today)
+    shape = (*input.shape[:2], *([1] * (input.ndim - 2)))
     mask = _dropout_mask(shape, p, input._data.dtype) if p < 1 else None
     return _maybe_inplace(input, lambda x: x * mask if mask is not None else x * 0, inplace)
 
@@ -608,7 +631,7 @@ def batch_norm(input: Tensor, running_mean: Tensor | None, running_var: Tensor |
     if input.ndim < 2:
         raise ValueError(f"batch_norm: expected 2D or more input (got {input.ndim}D input)")
     c = input.shape[1]
-    dims = (0,) + tuple(range(2, input.ndim))
+    dims = (0, *range(2, input.ndim))
     shape = (1, c) + (1,) * (input.ndim - 2)
     if training:
         n = input.numel() // c
@@ -727,7 +750,7 @@ def nll_loss(input: Tensor, target: Tensor, weight: Tensor | None = None,
             raise ValueError(f"Expected a 0-D target for a 1-D input, got target of shape "
                              f"{list(target.shape)}")
         input, target = input.unsqueeze(0), target.unsqueeze(0)
-    if input.ndim < 1 or input.shape[0] != target.shape[0] or tuple(input.shape[2:]) != tuple(target.shape[1:]):
+    if input.shape[0] != target.shape[0] or tuple(input.shape[2:]) != tuple(target.shape[1:]):
         raise ValueError(f"Expected input batch_size ({input.shape[0]}) to match target "
                          f"batch_size ({target.shape[0]}); input {list(input.shape)}, target "
                          f"{list(target.shape)}")
@@ -881,7 +904,8 @@ def binary_cross_entropy(input: Tensor, target: Tensor, weight: Tensor | None = 
     x = input._data
     if x.size and (x.min() < 0 or x.max() > 1):
         raise RuntimeError("all elements of input should be between 0 and 1")
-    loss = -(target * input.log().clamp(min=-100) + (1 - target) * (1 - input).log().clamp(min=-100))
+    loss = -(target * input.log().clamp(min=-100)
+             + (1 - target) * (1 - input).log().clamp(min=-100))
     if weight is not None:
         loss = loss * weight
     return _reduce(loss, _legacy(size_average, reduce, reduction))
@@ -947,7 +971,8 @@ def cosine_similarity(x1: Tensor, x2: Tensor, dim: int = 1, eps: float = 1e-8) -
     """Cosine of the angle between ``x1`` and ``x2`` along ``dim``.
 
     >>> import fluxion
-    >>> fluxion.nn.functional.cosine_similarity(fluxion.tensor([[1.0, 0.0]]), fluxion.tensor([[1.0, 1.0]]))
+    >>> a, b = fluxion.tensor([[1.0, 0.0]]), fluxion.tensor([[1.0, 1.0]])
+    >>> fluxion.nn.functional.cosine_similarity(a, b)
     tensor([0.7071])
     """
     x1, x2 = F.broadcast_tensors(x1, x2)
@@ -999,7 +1024,7 @@ def _interp_size(input: Tensor, size: Any, scale_factor: Any) -> tuple[list[int]
     else:
         sf = [float(scale_factor)] * k if isinstance(scale_factor, (int, float)) else list(
             scale_factor)
-        out = [int(math.floor(s * f)) for s, f in zip(spatial, sf)]
+        out = [math.floor(s * f) for s, f in zip(spatial, sf)]
         scales = [1.0 / f for f in sf]
     return out, scales
 
@@ -1139,7 +1164,14 @@ def scaled_dot_product_attention(query: Tensor, key: Tensor, value: Tensor,
             scores = scores.masked_fill(~attn_mask, -math.inf)
         else:
             scores = scores + attn_mask
-    attn = softmax(scores, -1)
+    # as PyTorch's math kernel, a row with every key masked out attends to nothing (zeros)
+    # instead of producing nan; the row is softmaxed as zeros so no nan reaches backward
+    dead = (scores.detach() == -math.inf).all(-1, keepdim=True)
+    if bool(dead.any()):
+        scores = F.where(dead, 0.0, scores)
+        attn = F.where(dead, 0.0, softmax(scores, -1))
+    else:
+        attn = softmax(scores, -1)
     if dropout_p > 0:
         attn = dropout(attn, dropout_p, training=True)
     return attn @ value

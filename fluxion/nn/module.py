@@ -22,7 +22,8 @@ class _IncompatibleKeys(NamedTuple):
     def __repr__(self) -> str:
         if not self.missing_keys and not self.unexpected_keys:
             return "<All keys matched successfully>"
-        return f"_IncompatibleKeys(missing_keys={self.missing_keys}, unexpected_keys={self.unexpected_keys})"
+        return (f"_IncompatibleKeys(missing_keys={self.missing_keys}, "
+                f"unexpected_keys={self.unexpected_keys})")
 
 
 class RemovableHandle:
@@ -108,7 +109,8 @@ class Module:
         return out
 
     def register_forward_hook(self, hook: Callable, *, prepend: bool = False,
-                              with_kwargs: bool = False, always_call: bool = False) -> RemovableHandle:
+                              with_kwargs: bool = False,
+                              always_call: bool = False) -> RemovableHandle:
         """Call ``hook(module, args, output)`` after ``forward``; a returned value replaces
         the output."""
         h = RemovableHandle(self._forward_hooks)
@@ -367,7 +369,7 @@ class Module:
     def _apply(self, fn: Callable[[Tensor], Tensor]) -> Module:
         for m in self.children():
             m._apply(fn)
-        for key, p in self._parameters.items():
+        for p in self._parameters.values():
             if p is None:
                 continue
             new = fn(p)
@@ -388,10 +390,14 @@ class Module:
         from fluxion.backends import resolve
 
         dt = kwargs.get("dtype")
+        if isinstance(kwargs.get("tensor"), Tensor):
+            dt = kwargs["tensor"].dtype
         for a in args:
             if isinstance(a, DType):
                 dt = a
-            elif a is not None and not isinstance(a, Tensor):
+            elif isinstance(a, Tensor):  # to(other): other's dtype (and device)
+                dt = a.dtype
+            elif a is not None:
                 resolve(a)
         if "device" in kwargs:
             resolve(kwargs["device"])

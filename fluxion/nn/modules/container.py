@@ -197,7 +197,8 @@ class ModuleList(Module):
             blocks.append(r)
         lines = []
         for (start, end), b in zip(spans, blocks):
-            text = f"({start}): {b}" if start == end else f"({start}-{end}): {end - start + 1} x {b}"
+            text = (f"({start}): {b}" if start == end
+                    else f"({start}-{end}): {end - start + 1} x {b}")
             lines.append(_addindent(text, 2))
         return self._get_name() + "(\n  " + "\n  ".join(lines) + "\n)"
 
@@ -441,7 +442,7 @@ class ParameterDict(Module):
 
     def get(self, key: str, default: Any = None) -> Any:
         """``self[key]`` or ``default``."""
-        return self[key] if key in self else default
+        return self[key] if key in self else default  # noqa: SIM401 (self.get is this)
 
     def keys(self) -> Iterable[str]:
         """The names."""

@@ -6,7 +6,8 @@ from typing import Any
 
 from fluxion import creation
 from fluxion.autograd.grad_mode import no_grad
-from fluxion.nn import functional as F, init
+from fluxion.nn import functional as F
+from fluxion.nn import init
 from fluxion.nn.module import Module
 from fluxion.nn.parameter import Parameter
 from fluxion.tensor import Tensor
