@@ -121,6 +121,26 @@ def _accumulate_leaf(leaf: Tensor, g: Tensor, create_graph: bool, handed: set) -
         leaf.grad = Tensor._make(leaf.grad._data + g._data)
 
 
+def _owned_buffer(n: Node, e: Any, grads: dict, owned: set, leaf_grads: dict) -> np.ndarray:
+    """The gradient accumulator for edge ``e``, allocated (or copied) so it may be written."""
+    shape, dtype = n.shapes[0], n.dtypes[0]
+    if isinstance(e, Node):
+        cur = grads.get(e)
+        if cur is None:
+            grads[e] = cur = Tensor._make(np.zeros(shape, dtype))
+        elif e not in owned:
+            grads[e] = cur = Tensor._make(cur._data.copy())
+        owned.add(e)
+        return cur._data
+    slot = leaf_grads.get(id(e))
+    if slot is None:
+        slot = leaf_grads[id(e)] = [e, Tensor._make(np.zeros(shape, dtype)), True]
+    elif len(slot) == 2:
+        slot[1] = Tensor._make(slot[1]._data.copy())
+        slot.append(True)
+    return slot[1]._data
+
+
 def run(
     outputs: list[Tensor],
     grad_outputs: list,
@@ -147,11 +167,14 @@ def run(
 
     # a leaf's gradient is summed over its uses first: hooks see the total, once
     leaf_grads: dict[int, list] = {}
+    owned: set = set()  # gradient buffers the engine allocated itself (safe to add into)
 
     def deliver_leaf(leaf: Tensor, g: Tensor) -> None:
         slot = leaf_grads.get(id(leaf))
         if slot is None:
             leaf_grads[id(leaf)] = [leaf, g]
+        elif len(slot) == 3:  # an engine-owned buffer
+            slot[1]._data += g._data
         else:
             slot[1] = slot[1] + g
 
@@ -186,6 +209,23 @@ def run(
         while ready:
             n = ready.pop()
             g = grads.pop(n, None)
+            owned.discard(n)
+            scatter = n.op.scatter_grad if not create_graph else None
+            if g is not None and scatter is not None and not n.pre_hooks and n not in cap_node \
+                    and not state.anomaly:
+                # add straight into the input's accumulator (no zero-padded gradient)
+                n.check_saved()
+                e = n.next[0]
+                if e is not None:
+                    acc = _owned_buffer(n, e, grads, owned, leaf_grads)
+                    scatter(n, g._data, acc)
+                if not retain_graph:
+                    n.release()
+                if isinstance(e, Node):
+                    deps[e] -= 1
+                    if deps[e] == 0:
+                        ready.append(e)
+                continue
             if g is not None:
                 if n.pre_hooks:
                     g = _node_hooks(n, g)
@@ -210,13 +250,21 @@ def run(
                     ig = _fix_grad(n, i, ig)
                 if isinstance(e, Node):
                     if ig is not None:
-                        grads[e] = grads[e] + ig if e in grads else ig
+                        prev_g = grads.get(e)
+                        if prev_g is None:
+                            grads[e] = ig
+                        elif e in owned:
+                            prev_g._data += ig._data  # our own buffer: add in place
+                        else:
+                            grads[e] = prev_g + ig
+                            if not create_graph:
+                                owned.add(e)
                     deps[e] -= 1
                     if deps[e] == 0:
                         ready.append(e)
                 elif ig is not None:
                     deliver_leaf(e, ig)
-        for leaf, g in leaf_grads.values():
+        for leaf, g, *_ in leaf_grads.values():
             if capture is None:
                 _accumulate_leaf(leaf, g, create_graph, handed)
             else:

@@ -16,6 +16,7 @@ class _FunctionOp:
 
     save_inputs = False
     save_output = False
+    scatter_grad = None
 
     def __init__(self, cls: type) -> None:
         self.cls = cls
@@ -58,6 +59,7 @@ class _OutputOp:
 
     save_inputs = False
     save_output = False
+    scatter_grad = None
     name = "output_select"
     node_name = "OutputSelectBackward"
 

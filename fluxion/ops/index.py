@@ -22,6 +22,13 @@ def index(xp, a, key):
     return a[key]
 
 
+def _index_scatter(n, g, acc):
+    np.add.at(acc, n.attrs["key"], g)
+
+
+index.scatter_grad = _index_scatter
+
+
 @index.defgrad
 def _(n, g):
     from fluxion.creation import zeros

@@ -46,6 +46,13 @@ def slice_(xp, a, key):
     return a[key]
 
 
+def _slice_scatter(n, g, acc):
+    acc[n.attrs["key"]] += g
+
+
+slice_.scatter_grad = _slice_scatter
+
+
 @slice_.defgrad
 def _(n, g):
     return (apply(OPS["slice_backward"], g, shape=n.shapes[0], key=n.attrs["key"]),)

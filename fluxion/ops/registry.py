@@ -55,6 +55,9 @@ class Op:
     # all); unsaved inputs are neither kept alive nor version-checked
     saves: Callable[[tuple[bool, ...]], tuple[bool, ...]] | None = None
     save_output: bool = False
+    # optional fast path for first-order backward: add the gradient of input 0 straight
+    # into an accumulator array (slices add into their region instead of padding zeros)
+    scatter_grad: Callable[[Any, Any, Any], None] | None = None
     view: bool = False  # the output shares memory with input 0
     differentiable: bool = True  # False: outputs never carry gradients (comparisons...)
     n_aux: int = 0  # how many non-differentiable extra outputs follow the main one
