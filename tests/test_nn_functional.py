@@ -321,6 +321,8 @@ def test_one_hot():
             nnf.one_hot(lib.tensor([-1, 0]), 3)
         with pytest.raises(RuntimeError):
             nnf.one_hot(lib.tensor([0.0, 1.0]), 3)
+        with pytest.raises(RuntimeError):
+            nnf.one_hot(lib.tensor([0, 1], dtype=lib.int32), 3)
 
 
 # --- interpolate ----------------------------------------------------------------------------------
@@ -363,6 +365,8 @@ def test_interpolate(name):
 
 def test_interpolate_errors():
     for lib, nnf in ((fluxion, FF), (torch, TF)):
+        with pytest.raises(ValueError):
+            nnf.interpolate(lib.zeros(1, 1, 2, 2), scale_factor=2, align_corners=True)
         with pytest.raises(ValueError):
             nnf.interpolate(lib.zeros(1, 1, 2, 2), size=3, scale_factor=2)
         with pytest.raises(ValueError):
@@ -510,6 +514,30 @@ def test_pad_constant(pad, value):
     check(lambda nnf, lib, x: nnf.pad(x, pad, value=value), rand(2, 3, 4, 5))
 
 
+PAD_MODES = [((2, 1), (2, 3, 5)), ((2, 1), (3, 5)), ((1, 2, 2, 0), (2, 3, 4, 5)),
+             ((1, 2, 2, 0), (3, 4, 5)), ((1, 1, 0, 2, 2, 1), (1, 2, 3, 4, 5)),
+             ((1, 1, 0, 2, 2, 1), (2, 3, 4, 5)), ((-1, 2), (2, 3, 5)), ((4, 0), (1, 2, 5)),
+             ((-2, 3), (1, 2, 5)), ((3, -2), (1, 2, 5)), ((-1, -1), (2, 5)),
+             ((2, -1, -1, 2), (1, 4, 5))]
+
+
+@pytest.mark.parametrize("mode", ["reflect", "replicate", "circular"])
+@pytest.mark.parametrize("case", range(len(PAD_MODES)))
+def test_pad_modes(mode, case):
+    pad, shape = PAD_MODES[case]
+    check(lambda nnf, lib, x: nnf.pad(x, pad, mode=mode), rand(*shape))
+
+
+def test_pad_mode_errors():
+    for lib, nnf in ((fluxion, FF), (torch, TF)):
+        with pytest.raises(NotImplementedError):
+            nnf.pad(lib.zeros(5), (1, 1), mode="reflect")
+        with pytest.raises(NotImplementedError):
+            nnf.pad(lib.zeros(1, 2, 3, 5), (1, 1), mode="replicate")
+        with pytest.raises(RuntimeError):
+            nnf.pad(lib.zeros(1, 2, 5), (5, 0), mode="reflect")
+
+
 def test_pad_errors():
     for lib, nnf in ((fluxion, FF), (torch, TF)):
         with pytest.raises((ValueError, RuntimeError)):
@@ -526,6 +554,21 @@ UNFOLD = [dict(kernel_size=3), dict(kernel_size=(2, 3), stride=2),
 @pytest.mark.parametrize("kw", UNFOLD)
 def test_unfold(kw):
     check(lambda nnf, lib, x: nnf.unfold(x, **kw), rand(2, 3, 7, 8))
+
+
+@pytest.mark.parametrize("kw", UNFOLD[:2])
+def test_unfold_fold_unbatched(kw):
+    check(lambda nnf, lib, x: nnf.unfold(x, **kw), rand(3, 7, 8))
+    cols = TF.unfold(torch.zeros(3, 7, 8), **kw).shape
+    check(lambda nnf, lib, c: nnf.fold(c, (7, 8), **kw), rand(*cols))
+
+
+def test_fold_shape_errors():
+    for lib, nnf in ((fluxion, FF), (torch, TF)):
+        with pytest.raises(RuntimeError):
+            nnf.fold(lib.zeros(1, 10, 16), (5, 5), 2)  # 10 is not a multiple of 2*2
+        with pytest.raises(RuntimeError):
+            nnf.fold(lib.zeros(1, 12, 15), (5, 5), 2)  # 4x4 = 16 blocks expected
 
 
 @pytest.mark.parametrize("kw", UNFOLD)

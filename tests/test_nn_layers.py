@@ -204,6 +204,21 @@ def test_conv_transpose2d_output_size():
           tm(torch.tensor(x), output_size=(1, 2, 7, 7)))
 
 
+@pytest.mark.parametrize("mode", ["reflect", "replicate", "circular"])
+@pytest.mark.parametrize("kw", [dict(padding=1), dict(padding=(2, 1), stride=2),
+                                dict(padding="same", dilation=2), dict(padding=0)])
+def test_conv2d_padding_modes(mode, kw):
+    run_pair(lambda nn: nn.Conv2d(3, 4, 3, padding_mode=mode, **kw), rand(2, 3, 7, 6))
+    assert repr(fluxion.nn.Conv2d(3, 4, 3, padding_mode=mode, **kw)) == repr(
+        torch.nn.Conv2d(3, 4, 3, padding_mode=mode, **kw))
+
+
+@pytest.mark.parametrize("mode", ["reflect", "circular"])
+def test_conv1d_padding_modes(mode):
+    run_pair(lambda nn: nn.Conv1d(3, 4, 4, padding="same", padding_mode=mode), rand(2, 3, 9))
+    run_pair(lambda nn: nn.Conv1d(3, 4, 3, padding=2, padding_mode=mode), rand(3, 9))
+
+
 def test_conv_errors_like_torch():
     for nn in (fluxion.nn, torch.nn):
         with pytest.raises(ValueError):
@@ -212,6 +227,12 @@ def test_conv_errors_like_torch():
             nn.Conv2d(4, 3, 3, groups=2)
         with pytest.raises(ValueError):
             nn.Conv2d(4, 4, 3, stride=2, padding="same")
+        with pytest.raises(ValueError):
+            nn.Conv2d(4, 4, 3, padding="full")
+        with pytest.raises(ValueError):
+            nn.Conv2d(4, 4, 3, padding_mode="mirror")
+        with pytest.raises(ValueError):
+            nn.ConvTranspose2d(4, 4, 3, padding_mode="reflect")
         lib = fluxion if nn is fluxion.nn else torch
         with pytest.raises(RuntimeError):
             nn.Conv2d(3, 4, 3)(lib.zeros(1, 2, 5, 5))  # wrong channel count
@@ -265,6 +286,14 @@ def test_pooling(name):
     build, shape = POOL[name]
     run_pair(build, rand(*shape))
     assert repr(build(fluxion.nn)) == repr(build(torch.nn))
+
+
+def test_pooling_rejects_2d_inputs():
+    for nn in (fluxion.nn, torch.nn):
+        lib = fluxion if nn is fluxion.nn else torch
+        for m in (nn.MaxPool2d(2), nn.AvgPool2d(2), nn.AdaptiveAvgPool2d(2)):
+            with pytest.raises((RuntimeError, IndexError)):
+                m(lib.zeros(4, 4))
 
 
 def test_maxpool_return_indices():
@@ -335,6 +364,8 @@ def test_batchnorm_errors():
             nn.BatchNorm2d(3)(lib.zeros(2, 3, 4))
         with pytest.raises(ValueError):
             nn.BatchNorm1d(3)(lib.zeros(1, 3))  # one value per channel in training
+        with pytest.raises(RuntimeError):
+            nn.BatchNorm1d(3)(lib.zeros(4, 5))  # wrong channel count
         nn.BatchNorm1d(3).eval()(lib.zeros(1, 3))  # fine in eval
 
 

@@ -108,14 +108,18 @@ def log_softmax(input: Tensor, dim: int | None = None, _stacklevel: int = 3,
 def pad(input: Tensor, pad: Sequence[int], mode: str = "constant",
         value: float | None = None) -> Tensor:
     """Pad the last dimensions; ``pad`` lists (left, right) pairs from the last dimension
-    backward, as in PyTorch. Negative amounts crop. Only ``'constant'`` mode for now.
+    backward, as in PyTorch. Negative amounts crop. Modes ``'constant'`` (with ``value``),
+    ``'reflect'``, ``'replicate'`` and ``'circular'`` (the last three gather rows with
+    ``index_select``, so gradients accumulate into the sources).
 
     >>> import fluxion
     >>> fluxion.nn.functional.pad(fluxion.ones(1, 2), (1, 1))
     tensor([[0., 1., 1., 0.]])
+    >>> fluxion.nn.functional.pad(fluxion.tensor([[[1.0, 2.0, 3.0]]]), (2, 1), mode="reflect")
+    tensor([[[3., 2., 1., 2., 3., 2.]]])
     """
     if mode != "constant":
-        raise NotImplementedError(f"pad: mode {mode!r} is not supported yet (only 'constant')")
+        return _pad_indexed(input, pad, mode, value)
     if len(pad) % 2:
         raise ValueError(f"Padding length must be divisible by 2, got {len(pad)}")
     if len(pad) // 2 > input.ndim:
@@ -134,6 +138,51 @@ def pad(input: Tensor, pad: Sequence[int], mode: str = "constant",
     return apply(OPS["pad"], input, widths=tuple(widths), value=0.0 if value is None else value)
 
 
+def _pad_indexed(input: Tensor, pad: Sequence[int], mode: str, value: float | None) -> Tensor:
+    if mode not in ("reflect", "replicate", "circular"):
+        raise NotImplementedError(f"Unrecognised padding mode {mode}")
+    if value is not None and value != 0:
+        raise ValueError(f"Padding mode \"{mode}\" doesn't take in value argument")
+    if len(pad) % 2:
+        raise ValueError(f"Padding length must be divisible by 2, got {len(pad)}")
+    k = len(pad) // 2
+    if not 1 <= k <= 3 or input.ndim not in (k + 1, k + 2):
+        raise NotImplementedError(
+            f"Padding size {len(pad)} is not supported for {input.ndim}D input tensor.\n"
+            "Supported combinations for non-constant padding:\n  - 2D or 3D input: padding "
+            "size = 2 (pads last dimension)\n  - 3D or 4D input: padding size = 4 (pads last "
+            "2 dimensions)\n  - 4D or 5D input: padding size = 6 (pads last 3 dimensions)")
+    x = input
+    for i in range(k):
+        dim = input.ndim - 1 - i
+        left, right = int(pad[2 * i]), int(pad[2 * i + 1])
+        if left == 0 and right == 0:
+            continue
+        n = input.shape[dim]
+        if mode == "reflect" and (left >= n or right >= n):
+            raise RuntimeError(f"Argument #4: Padding size should be less than the "
+                               f"corresponding input dimension, but got: padding ({left}, "
+                               f"{right}) at dimension {dim} of input {list(input.shape)}")
+        if mode == "circular" and (left > n or right > n):
+            raise RuntimeError("Padding value causes wrapping around more than once.")
+        if n + left + right < 0:
+            raise RuntimeError(f"pad: the padded size of a dimension of size {n} would be "
+                               f"negative ({n + left + right})")
+        if mode == "circular":  # as PyTorch: negative amounts crop, then the rest wraps
+            lo, m = max(-left, 0), n - max(-left, 0) - max(-right, 0)
+            if m <= 0:
+                raise RuntimeError(f"pad: circular padding of dimension {dim} cropped to "
+                                   f"nothing (size {n}, padding ({left}, {right}))")
+            idx = np.arange(-max(left, 0), m + max(right, 0)) % m + lo
+        elif mode == "reflect":  # reflect about the ends of the original rows
+            idx = np.abs(np.arange(-left, n + right))
+            idx = np.where(idx > n - 1, 2 * (n - 1) - idx, idx)
+        else:
+            idx = np.clip(np.arange(-left, n + right), 0, n - 1)
+        x = x.index_select(dim, Tensor._make(idx.astype(np.int64)))
+    return x if x is not input else input.clone()
+
+
 def unfold(input: Tensor, kernel_size: IntOrPair, dilation: IntOrPair = 1,
            padding: IntOrPair = 0, stride: IntOrPair = 1) -> Tensor:
     """Sliding local blocks of an (N, C, H, W) batch as columns (N, C*kh*kw, L).
@@ -142,9 +191,11 @@ def unfold(input: Tensor, kernel_size: IntOrPair, dilation: IntOrPair = 1,
     >>> fluxion.nn.functional.unfold(fluxion.ones(1, 2, 4, 4), 3).shape
     fluxion.Size([1, 18, 4])
     """
+    if input.ndim == 3:  # unbatched (C, H, W) -> (C*kh*kw, L)
+        return unfold(input.unsqueeze(0), kernel_size, dilation, padding, stride).squeeze(0)
     if input.ndim != 4:
-        raise NotImplementedError(f"unfold: only 4-D inputs (N, C, H, W) are supported, got "
-                                  f"{input.ndim}-D")
+        raise RuntimeError(f"unfold: expected a 3-D (unbatched) or 4-D input (N, C, H, W), got "
+                           f"shape {list(input.shape)}")
     k, d = _tuple(kernel_size, 2, "kernel_size"), _tuple(dilation, 2, "dilation")
     p, s = _tuple(padding, 2, "padding"), _tuple(stride, 2, "stride")
     x = pad(input, (p[1], p[1], p[0], p[0])) if any(p) else input
@@ -163,9 +214,21 @@ def fold(input: Tensor, output_size: IntOrPair, kernel_size: IntOrPair,
     >>> fluxion.nn.functional.fold(fluxion.ones(1, 9, 4), (4, 4), 3).shape
     fluxion.Size([1, 1, 4, 4])
     """
+    if input.ndim == 2:  # unbatched (C*kh*kw, L) -> (C, H, W)
+        return fold(input.unsqueeze(0), output_size, kernel_size, dilation, padding,
+                    stride).squeeze(0)
+    if input.ndim != 3:
+        raise RuntimeError(f"fold: expected a 2-D (unbatched) or 3-D input (N, C*kh*kw, L), got "
+                           f"shape {list(input.shape)}")
     k, d = _tuple(kernel_size, 2, "kernel_size"), _tuple(dilation, 2, "dilation")
     p, s = _tuple(padding, 2, "padding"), _tuple(stride, 2, "stride")
     size = _tuple(output_size, 2, "output_size")
+    blocks = [(size[i] + 2 * p[i] - d[i] * (k[i] - 1) - 1) // s[i] + 1 for i in range(2)]
+    if input.shape[1] % (k[0] * k[1]) or input.shape[2] != blocks[0] * blocks[1]:
+        raise RuntimeError(f"fold: input of shape {list(input.shape)} does not match "
+                           f"kernel_size={k} (dim 1 must be divisible by {k[0] * k[1]}) and "
+                           f"output_size={size} ({blocks[0] * blocks[1]} blocks expected in "
+                           "dim 2)")
     padded = (size[0] + 2 * p[0], size[1] + 2 * p[1])
     out = apply(OPS["fold"], input, size=padded, kernel=k, stride=s, dilation=d)
     if any(p):
@@ -1003,8 +1066,8 @@ def one_hot(tensor: Tensor, num_classes: int = -1) -> Tensor:
     tensor([[1, 0, 0],
             [0, 0, 1]])
     """
-    if tensor.dtype.is_floating_point or tensor.dtype.name == "bool":
-        raise RuntimeError("one_hot is only applicable to index tensor of integer dtype")
+    if tensor.dtype.name != "int64":
+        raise RuntimeError("one_hot is only applicable to index tensor of type LongTensor.")
     t = tensor._data.astype(np.int64)
     n = int(t.max()) + 1 if num_classes == -1 else num_classes
     if t.size and (t.min() < 0 or t.max() >= n):
@@ -1042,6 +1105,10 @@ def interpolate(input: Tensor, size: Any = None, scale_factor: Any = None,
     if input.ndim not in (3, 4):
         raise NotImplementedError(f"interpolate: only 3-D and 4-D inputs are supported, got "
                                   f"{input.ndim}-D")
+    if align_corners is not None and mode not in ("linear", "bilinear", "bicubic",
+                                                  "trilinear"):
+        raise ValueError("align_corners option can only be set with the interpolating modes: "
+                         "linear | bilinear | bicubic | trilinear")
     out_size, scales = _interp_size(input, size, scale_factor)
     if recompute_scale_factor:
         scales = [s / o for s, o in zip(input.shape[2:], out_size)]
@@ -1120,6 +1187,9 @@ def adaptive_avg_pool2d(input: Tensor, output_size: IntOrPair) -> Tensor:
     >>> fluxion.nn.functional.adaptive_avg_pool2d(fluxion.ones(1, 3, 7, 5), 1).shape
     fluxion.Size([1, 3, 1, 1])
     """
+    if input.ndim not in (3, 4):
+        raise RuntimeError(f"adaptive_avg_pool2d(): Expected 3D or 4D tensor, but got "
+                           f"{list(input.shape)}")
     h, w = input.shape[-2:]
     size = output_size if not isinstance(output_size, int) else (output_size, output_size)
     oh, ow = (h if size[0] is None else size[0]), (w if size[1] is None else size[1])

@@ -28,8 +28,11 @@ class _ConvNd(Module):
             raise ValueError("in_channels must be divisible by groups")
         if out_channels % groups:
             raise ValueError("out_channels must be divisible by groups")
-        if padding_mode != "zeros":
-            raise NotImplementedError(f"padding_mode={padding_mode!r} is not supported yet")
+        if padding_mode not in ("zeros", "reflect", "replicate", "circular"):
+            raise ValueError(f"padding_mode must be one of ['zeros', 'reflect', 'replicate', "
+                             f"'circular'], but got padding_mode='{padding_mode}'")
+        if self._transposed and padding_mode != "zeros":
+            raise ValueError(f'Only "zeros" padding mode is supported for {type(self).__name__}')
         n = self._dims
         if isinstance(padding, str):
             if padding not in ("same", "valid"):
@@ -44,6 +47,13 @@ class _ConvNd(Module):
         self.dilation = F._tuple(dilation, n, "dilation")
         self.output_padding = F._tuple(output_padding, n, "output_padding")
         self.padding_mode = padding_mode
+        # F.pad amounts for the non-zeros padding modes (last dimension first), as PyTorch
+        if isinstance(self.padding, str):
+            pads = [(0, 0)] * n if self.padding == "valid" else F._same_padding(
+                self.kernel_size, self.dilation)
+        else:
+            pads = [(q, q) for q in self.padding]
+        self._reversed_padding_repeated_twice = [v for pr in reversed(pads) for v in pr]
         if self._transposed:
             shape = (in_channels, out_channels // groups, *self.kernel_size)
         else:
@@ -77,6 +87,8 @@ class _ConvNd(Module):
             s += f", groups={self.groups}"
         if self.bias is None:
             s += ", bias=False"
+        if self.padding_mode != "zeros":
+            s += f", padding_mode={self.padding_mode}"
         return s
 
 
@@ -91,6 +103,10 @@ class Conv1d(_ConvNd):
     _dims = 1
 
     def forward(self, input: Tensor) -> Tensor:
+        if self.padding_mode != "zeros":
+            return F.conv1d(F.pad(input, self._reversed_padding_repeated_twice,
+                                  mode=self.padding_mode), self.weight, self.bias, self.stride,
+                            0, self.dilation, self.groups)
         return F.conv1d(input, self.weight, self.bias, self.stride, self.padding, self.dilation,
                         self.groups)
 
@@ -104,6 +120,10 @@ class Conv2d(_ConvNd):
     """
 
     def forward(self, input: Tensor) -> Tensor:
+        if self.padding_mode != "zeros":
+            return F.conv2d(F.pad(input, self._reversed_padding_repeated_twice,
+                                  mode=self.padding_mode), self.weight, self.bias, self.stride,
+                            0, self.dilation, self.groups)
         return F.conv2d(input, self.weight, self.bias, self.stride, self.padding, self.dilation,
                         self.groups)
 

@@ -51,8 +51,8 @@ class _BatchNorm(Module):
             raise ValueError(f"expected {' or '.join(f'{d}D' for d in self._expected)} input "
                              f"(got {input.ndim}D input)")
         if input.shape[1] != self.num_features:
-            raise ValueError(f"{type(self).__name__}: expected {self.num_features} channels "
-                             f"(dim 1), got input of shape {list(input.shape)}")
+            raise RuntimeError(f"{type(self).__name__}: expected {self.num_features} channels "
+                               f"(dim 1), got input of shape {list(input.shape)}")
         momentum = self.momentum
         use_batch = self.training or not self.track_running_stats
         if self.training and self.track_running_stats:
