@@ -230,7 +230,7 @@ def test_binary_cross_entropy(reduction, weighted):
     t[0] = (t[0] > 0.5).astype(np.float32)
     w = uniform(4, 5, seed=3, lo=0.1, hi=2.0) if weighted else None
     check(lambda nnf, lib, p, t, w: nnf.binary_cross_entropy(p, t, w, reduction=reduction),
-          p, t, w, grad=(0,))
+          p, t, w, grad=(0, 1))
 
 
 def test_binary_cross_entropy_saturated_inputs():
@@ -364,6 +364,8 @@ def test_interpolate(name):
 
 
 def test_interpolate_errors():
+    with pytest.raises(NotImplementedError):  # not silently wrong
+        FF.interpolate(fluxion.zeros(1, 1, 8, 8), size=3, mode="bilinear", antialias=True)
     for lib, nnf in ((fluxion, FF), (torch, TF)):
         with pytest.raises(ValueError):
             nnf.interpolate(lib.zeros(1, 1, 2, 2), scale_factor=2, align_corners=True)
@@ -425,6 +427,13 @@ def test_sdpa_fully_masked_row_attends_to_nothing(kind):
                                                                             attn_mask=m),
                   q, k, v, mask, grad=(0, 1, 2))
     assert float(yf[:, :, 1].abs().sum()) == 0.0
+
+
+def test_sdpa_grouped_query_attention():
+    q, k, v = rand(2, 6, 3, 8, seed=1), rand(2, 2, 5, 8, seed=2), rand(2, 2, 5, 4, seed=3)
+    check(lambda nnf, lib, q, k, v: nnf.scaled_dot_product_attention(q, k, v, enable_gqa=True,
+                                                                     is_causal=True),
+          q, k, v)
 
 
 def test_sdpa_mask_and_causal_together_is_an_error():

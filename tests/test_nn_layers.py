@@ -415,6 +415,27 @@ def test_embedding_index_shapes_and_errors():
             e(lib.tensor([1.0]))
 
 
+@pytest.mark.parametrize("kw", [dict(max_norm=1.0), dict(max_norm=0.5, norm_type=1.0),
+                                dict(scale_grad_by_freq=True),
+                                dict(scale_grad_by_freq=True, padding_idx=2, max_norm=2.0)])
+def test_embedding_max_norm_and_scale_grad_by_freq(kw):
+    idx = np.array([[0, 2, 2], [4, 0, 2]])
+    # weights scaled up so max_norm renormalises (in place, as PyTorch) some rows
+    build = lambda nn: nn.Embedding(6, 3, **kw)
+    tm = build(torch.nn)
+    with torch.no_grad():
+        tm.weight.mul_(2)
+    fm = sync(build(fluxion.nn), tm)
+    g = rand(2, 3, 3, seed=4)
+    yt, yf = tm(torch.tensor(idx)), fm(fluxion.tensor(idx))
+    close(yf, yt)
+    (yt * torch.tensor(g)).sum().backward()
+    (yf * fluxion.tensor(g)).sum().backward()
+    close(fm.weight.grad, tm.weight.grad)
+    close(fm.weight, tm.weight)  # the renormalised rows were written back
+    assert repr(fm) == repr(tm)
+
+
 def test_embedding_from_pretrained():
     w = rand(5, 3)
     f = fluxion.nn.Embedding.from_pretrained(fluxion.tensor(w))

@@ -14,6 +14,7 @@ import numpy as np
 
 from fluxion import _dtype
 from fluxion import functional as F
+from fluxion.autograd.function import Function
 from fluxion.ops import OPS, apply
 from fluxion.tensor import Tensor
 
@@ -492,20 +493,50 @@ def embedding(input: Tensor, weight: Tensor, padding_idx: int | None = None,
         raise RuntimeError(f"Expected tensor for argument #1 'indices' to have one of the "
                            f"following scalar types: Long, Int; but got {input.dtype} instead "
                            "(while checking arguments for embedding)")
-    if max_norm is not None or scale_grad_by_freq or sparse:
-        raise NotImplementedError("embedding: max_norm, scale_grad_by_freq and sparse are not "
-                                  "supported yet")
+    if sparse:
+        raise NotImplementedError("embedding: sparse gradients are not supported (use "
+                                  "sparse=False; the dense gradient has the same values)")
     idx = input._data.astype(np.int64, copy=False)
     rows = weight.shape[0]
     if idx.size and (idx.min() < 0 or idx.max() >= rows):
         raise IndexError(f"index out of range in self (indices span {idx.min()}..{idx.max()}, "
                          f"weight has {rows} rows)")
+    if max_norm is not None:  # PyTorch's embedding_renorm_: rescale the looked-up rows in place
+        from fluxion.autograd.grad_mode import no_grad
+
+        uniq = np.unique(idx)
+        if uniq.size:
+            sel = Tensor._make(uniq)
+            with no_grad():
+                picked = weight.index_select(0, sel)
+                norms = picked.norm(norm_type, 1, keepdim=True)
+                scale = F.where(norms > max_norm, max_norm / (norms + 1e-7), 1.0)
+                weight[sel] = picked * scale
     w = weight
     if padding_idx is not None and weight.requires_grad:
         keep = np.ones((rows, 1), dtype=bool)
         keep[padding_idx] = False
         w = F.where(Tensor._make(keep), weight, weight.detach())
-    return apply(OPS["index"], w, key=(idx,))
+    out = apply(OPS["index"], w, key=(idx,))
+    if scale_grad_by_freq and out.requires_grad:
+        counts = np.bincount(idx.reshape(-1), minlength=rows).astype(out._data.dtype)
+        factor = (1.0 / np.maximum(counts, 1))[idx][..., None]
+        out = _ScaleGrad.apply(out, Tensor._make(factor.astype(out._data.dtype)))
+    return out
+
+
+class _ScaleGrad(Function):
+    """Identity forward; the gradient is multiplied by a fixed factor (``factor`` holds no
+    gradient of its own)."""
+
+    @staticmethod
+    def forward(ctx: Any, x: Tensor, factor: Tensor) -> Tensor:
+        ctx.factor = factor
+        return x.clone()
+
+    @staticmethod
+    def backward(ctx: Any, g: Tensor) -> tuple[Tensor, None]:
+        return g * ctx.factor, None
 
 
 # --- more activations ------------------------------------------------------------------
@@ -1105,6 +1136,8 @@ def interpolate(input: Tensor, size: Any = None, scale_factor: Any = None,
     if input.ndim not in (3, 4):
         raise NotImplementedError(f"interpolate: only 3-D and 4-D inputs are supported, got "
                                   f"{input.ndim}-D")
+    if antialias:
+        raise NotImplementedError("interpolate: antialias=True is not supported yet")
     if align_corners is not None and mode not in ("linear", "bilinear", "bicubic",
                                                   "trilinear"):
         raise ValueError("align_corners option can only be set with the interpolating modes: "
@@ -1221,6 +1254,14 @@ def scaled_dot_product_attention(query: Tensor, key: Tensor, value: Tensor,
     fluxion.Size([2, 4, 8])
     """
     lq, lk = query.shape[-2], key.shape[-2]
+    if enable_gqa and query.ndim >= 3 and key.shape[-3] != query.shape[-3]:
+        # grouped-query attention: each key/value head serves hq // hkv query heads
+        hq, hkv = query.shape[-3], key.shape[-3]
+        if hq % hkv:
+            raise RuntimeError(f"scaled_dot_product_attention: {hq} query heads are not a "
+                               f"multiple of {hkv} key/value heads")
+        rep = Tensor._make(np.repeat(np.arange(hkv), hq // hkv))
+        key, value = key.index_select(-3, rep), value.index_select(-3, rep)
     sc = 1 / math.sqrt(query.shape[-1]) if scale is None else scale
     scores = (query @ key.transpose(-2, -1)) * sc
     if is_causal:
