@@ -729,3 +729,35 @@ def test_layer_dtype_argument():
                   nn.BatchNorm1d(3, dtype=lib.float64), nn.LayerNorm(3, dtype=lib.float64),
                   nn.Embedding(4, 2, dtype=lib.float64), nn.GroupNorm(1, 2, dtype=lib.float64)):
             assert all(p.dtype == lib.float64 for p in m.parameters()), m
+
+
+# --- float64 end to end ------------------------------------------------------------------------
+F64 = {
+    "linear": (lambda nn, dt: nn.Linear(5, 4, dtype=dt), (3, 5)),
+    "conv2d": (lambda nn, dt: nn.Conv2d(4, 6, 3, stride=2, padding=1, groups=2, dtype=dt),
+               (2, 4, 7, 6)),
+    "conv1d": (lambda nn, dt: nn.Conv1d(3, 2, 3, padding="same", dtype=dt), (2, 3, 8)),
+    "tconv": (lambda nn, dt: nn.ConvTranspose2d(3, 4, 3, stride=2, output_padding=1, dtype=dt),
+              (2, 3, 4, 4)),
+    "bn2d": (lambda nn, dt: nn.BatchNorm2d(3, dtype=dt), (4, 3, 3, 3)),
+    "bn1d": (lambda nn, dt: nn.BatchNorm1d(3, momentum=None, dtype=dt), (6, 3)),
+    "ln": (lambda nn, dt: nn.LayerNorm((3, 4), dtype=dt), (2, 3, 4)),
+    "gn": (lambda nn, dt: nn.GroupNorm(2, 4, dtype=dt), (2, 4, 5)),
+    "maxpool": (lambda nn, dt: nn.MaxPool2d(3, 2, 1), (2, 3, 7, 7)),
+    "avgpool": (lambda nn, dt: nn.AvgPool2d(3, 2, 1, ceil_mode=True, count_include_pad=False),
+                (2, 3, 8, 7)),
+    "adaptive": (lambda nn, dt: nn.AdaptiveAvgPool2d((3, 2)), (2, 3, 7, 5)),
+    "softmax": (lambda nn, dt: nn.LogSoftmax(dim=1), (3, 5)),
+    "gelu": (lambda nn, dt: nn.GELU(approximate="tanh"), (3, 5)),
+}
+
+
+@pytest.mark.parametrize("name", list(F64))
+@pytest.mark.parametrize("train", [False, True])
+def test_layers_float64(name, train):
+    build, shape = F64[name]
+    fm, _ = run_pair(lambda nn: build(nn, (fluxion if nn is fluxion.nn else torch).float64),
+                     rand(*shape).astype(np.float64), train=train, steps=2, rtol=1e-10,
+                     atol=1e-12)
+    assert all(v.dtype == fluxion.float64 for k, v in fm.state_dict().items()
+               if "num_batches" not in k)
