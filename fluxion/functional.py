@@ -1210,11 +1210,11 @@ def cat(tensors: Sequence[Tensor], dim: int = 0) -> Tensor:
     if not len(tensors):
         raise ValueError("cat(): expected a non-empty list of Tensors")
     ts = [_t(x, "tensors") for x in tensors]
-    # legacy rule: 1-D empty tensors are skipped
-    ts = [x for x in ts if not (x.ndim == 1 and x._data.size == 0)] or ts[:1]
-    ref = ts[0]
+    # legacy rule: 1-D empty tensors are skipped (the kernel skips them too)
+    real = [x for x in ts if not (x.ndim == 1 and x._data.size == 0)] or ts[:1]
+    ref = real[0]
     d = ref._dim(dim)
-    for i, x in enumerate(ts):
+    for i, x in enumerate(real):
         if x.ndim != ref.ndim:
             raise RuntimeError(f"Tensors must have same number of dimensions: got {ref.ndim} "
                                f"and {x.ndim}")
@@ -1225,7 +1225,7 @@ def cat(tensors: Sequence[Tensor], dim: int = 0) -> Tensor:
                     f"{ref._data.shape[k]} but got size {x._data.shape[k]} for tensor number {i} "
                     "in the list."
                 )
-    rd = _dtype.result_type(*ts) if len({x._data.dtype for x in ts}) > 1 else ref.dtype
+    rd = _dtype.result_type(*real) if len({x._data.dtype for x in real}) > 1 else ref.dtype
     ts = [x if x.dtype is rd else x.to(rd) for x in ts]
     return apply(OPS["cat"], *ts, dim=d)
 
@@ -1460,6 +1460,10 @@ def index_select(input: Tensor, dim: int, index: Tensor) -> Tensor:
     idx = _index_array("index_select", index)
     if idx.ndim > 1:
         raise IndexError("index_select(): Index is supposed to be a vector")
+    if input.ndim == 0:  # a 0-d input acts as a one-element vector
+        if idx.size and (idx.min() < -1 or idx.max() > 0):
+            raise IndexError("index_select(): index out of range in self")
+        return apply(OPS["index"], input.reshape(1), key=(idx.reshape(-1),)).reshape(())
     size = input._data.shape[d] if input.ndim else 1
     if idx.size and (idx.min() < -size or idx.max() >= size):
         raise IndexError(f"index_select(): index out of range in self (index values "

@@ -37,53 +37,77 @@ def _convert(item: Any) -> Any:
     )
 
 
-def normalize(x: Tensor, key: Any) -> tuple[tuple, bool]:
-    """The key as a tuple NumPy understands, and whether it needs advanced indexing."""
+def normalize(x: Tensor, key: Any) -> tuple[tuple, tuple | None]:
+    """Split a key the way PyTorch applies it: a basic part (ints, slices, None; a view)
+    and, when index arrays are present, an advanced part applied to that view.
+
+    NumPy alone would treat ints as advanced indices and ``...``/``None`` as separators,
+    which places the indexed dimensions differently from PyTorch."""
     items = key if isinstance(key, tuple) else (key,)
-    out = tuple(_convert(k) for k in items)
-    advanced = any(isinstance(k, np.ndarray) for k in out)
-    used = sum(
-        (k.ndim if isinstance(k, np.ndarray) and k.dtype.kind == "b" else 1)
-        for k in out if k is not None and k is not Ellipsis
-    )
-    if used > x.ndim:
+    out = [_convert(k) for k in items]
+    consumed = [
+        (k.ndim if k.dtype.kind == "b" else 1) if isinstance(k, np.ndarray) else
+        0 if k is None or k is Ellipsis else 1
+        for k in out
+    ]
+    if sum(consumed) > x.ndim:
         raise IndexError(f"too many indices for tensor of dimension {x.ndim}")
-    if not advanced:
-        dim = 0
-        for k in out:
-            if k is Ellipsis:
-                dim = x.ndim - sum(1 for j in out if j is not None and j is not Ellipsis) + dim
-                continue
-            if k is None:
-                continue
+    if sum(1 for k in out if k is Ellipsis) > 1:
+        raise IndexError("an index can only have a single ellipsis ('...')")
+    basic: list = []
+    adv: list = []
+    dim = 0
+    for k, n in zip(out, consumed):
+        if k is Ellipsis:
+            span = x.ndim - sum(consumed)
+            basic.extend([slice(None)] * span)
+            adv.extend([slice(None)] * span)
+            dim += span
+        elif k is None:
+            basic.append(None)
+            adv.append(slice(None))
+        elif isinstance(k, np.ndarray):
+            basic.extend([slice(None)] * n)
+            adv.append(k)
+            dim += n
+        else:
             if isinstance(k, (int, np.integer)):
                 size = x._data.shape[dim]
                 if not -size <= k < size:
                     raise IndexError(
                         f"index {k} is out of bounds for dimension {dim} with size {size}"
                     )
+            else:
+                adv.append(slice(None))
+            basic.append(k)
             dim += 1
-    return out, advanced
+    if not any(isinstance(k, np.ndarray) for k in adv):
+        return tuple(basic), None
+    return tuple(basic), tuple(adv)
 
 
 def getitem(x: Tensor, key: Any) -> Tensor:
     """``x[key]``: basic indexing gives a view, advanced indexing a copy."""
-    k, advanced = normalize(x, key)
-    if advanced:
-        try:
-            return apply(OPS["index"], x, key=k)
-        except RuntimeError as e:
-            raise IndexError(str(e).removeprefix("index: ")) from None
-    out = apply(OPS["slice"], x, key=k)
-    ints = any(isinstance(i, (int, np.integer)) for i in k)
-    return label(out, "SelectBackward0" if ints else "SliceBackward0")
+    basic, adv = normalize(x, key)
+    if any(k != slice(None) for k in basic) or adv is None:
+        view = apply(OPS["slice"], x, key=basic)
+        ints = any(isinstance(i, (int, np.integer)) for i in basic)
+        label(view, "SelectBackward0" if ints else "SliceBackward0")
+    else:
+        view = x
+    if adv is None:
+        return view
+    try:
+        return apply(OPS["index"], view, key=adv)
+    except RuntimeError as e:
+        raise IndexError(str(e).removeprefix("index: ")) from None
 
 
 def setitem(x: Tensor, key: Any, value: Any) -> None:
     """``x[key] = value``: an in-place write, recorded for autograd when needed."""
     from fluxion._tensor_methods import commit_inplace, recording_inplace
 
-    k, _ = normalize(x, key)
+    basic, adv = normalize(x, key)
     if isinstance(value, Tensor):
         v: Any = value if value.dtype is x.dtype else value.to(x.dtype)
     elif isinstance(value, (bool, int, float, np.generic)):
@@ -95,9 +119,17 @@ def setitem(x: Tensor, key: Any, value: Any) -> None:
     if not recording_inplace(x, v):
         x._check_writeable("__setitem__")
         try:
-            x._data[k] = v._data if isinstance(v, Tensor) else v
+            if adv is None:
+                x._data[basic] = v._data if isinstance(v, Tensor) else v
+            else:
+                x._data[basic][adv] = v._data if isinstance(v, Tensor) else v
         except (ValueError, IndexError) as e:
             raise type(e)(f"setitem: {e} (tensor shape {list(x.shape)})") from None
         x._vbox[0] += 1
         return
-    commit_inplace(x, apply(OPS["index_put"], x, v, key=k), "index_put_")
+    if adv is None:
+        commit_inplace(x, apply(OPS["index_put"], x, v, key=basic), "index_put_")
+        return
+    # write through the basic view so the write reaches x (and its graph) via the view
+    target = x if all(k == slice(None) for k in basic) else apply(OPS["slice"], x, key=basic)
+    commit_inplace(target, apply(OPS["index_put"], target, v, key=adv), "index_put_")

@@ -31,11 +31,9 @@ def _numerical(fn: Callable, inputs: list[Any], i: int, eps: float) -> list[np.n
         minus = [o._data.astype(np.float64).ravel().copy() for o in _outputs(fn, inputs)]
         flat[k] = orig
         cols.append([(p - m) / (2 * eps) for p, m in zip(plus, minus)])
-    n_out = len(_outputs(fn, inputs))
-    return [
-        np.stack([c[j] for c in cols], axis=1) if cols else np.zeros((0, 0))
-        for j in range(n_out)
-    ]
+    if not cols:  # an input with no elements: empty Jacobians
+        return [np.zeros((o._data.size, 0)) for o in _outputs(fn, inputs)]
+    return [np.stack([c[j] for c in cols], axis=1) for j in range(len(cols[0]))]
 
 
 def _analytical(fn: Callable, inputs: list[Any], i: int) -> list[np.ndarray]:

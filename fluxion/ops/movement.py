@@ -117,13 +117,22 @@ def _(n, g):
 
 @defop("cat", "movement", save_inputs=False)
 def cat(xp, *arrays, dim=0):
-    return xp.concatenate(arrays, axis=dim)
+    """Join along ``dim``; 1-D empty inputs are skipped (PyTorch's legacy rule)."""
+    kept = [a for a in arrays if not _legacy_empty(a.shape)] or arrays[:1]
+    return xp.concatenate(kept, axis=dim)
+
+
+def _legacy_empty(shape):
+    return len(shape) == 1 and shape[0] == 0
 
 
 @cat.defgrad
 def _(n, g):
     dim, out, start = n.attrs["dim"], [], 0
     for shape, need in zip(n.shapes, n.needs_input_grad):
+        if _legacy_empty(shape) and g.ndim != 1:
+            out.append(g.new_zeros(shape) if need else None)
+            continue
         size = shape[dim]
         out.append(g.narrow(dim, start, size) if need else None)
         start += size
