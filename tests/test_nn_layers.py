@@ -134,6 +134,7 @@ CONV2D = {
 }
 
 
+@pytest.mark.filterwarnings("ignore:Using padding='same' with even kernel")
 @pytest.mark.parametrize("name", list(CONV2D))
 def test_conv2d(name):
     kw, shape = CONV2D[name]
@@ -616,7 +617,8 @@ def test_dropout2d_mask_layout_matches_torch():
             assert (groups[:, :, 0].any(1) & ~groups[:, :, 0].all(1)).any(), (lib.__name__,
                                                                                shape)
     for lib in (fluxion, torch):
-        with pytest.raises(RuntimeError):
+        with pytest.raises(RuntimeError), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
             lib.nn.functional.dropout2d(lib.ones(4), 0.5)
     with pytest.warns(UserWarning):
         fluxion.nn.functional.dropout2d(fluxion.ones(2, 3, 4), 0.5)
