@@ -441,7 +441,7 @@ def where(xp, cond, a, b):
 @where.defgrad
 def _(n, g):
     cond = n.inputs[0]
-    zero = g * 0
+    zero = g.new_zeros(())  # an exact zero: g * 0 would turn inf/nan into nan
     return (
         None,
         sum_to(g.where(cond, zero), n.shapes[1]) if n.needs_input_grad[1] else None,
