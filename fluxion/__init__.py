@@ -75,6 +75,7 @@ from fluxion.random import (
     seed,
     set_rng_state,
 )
+from fluxion.compiler import compile, explain
 from fluxion.nn.functional import log_softmax, softmax
 from fluxion.serialization import load, save
 from fluxion.tensor import Size, Tensor

@@ -14,14 +14,17 @@ from fluxion.autograd.grad_mode import state
 from fluxion.backends import device, resolve
 from fluxion.indexing import getitem, setitem
 from fluxion.ops import OPS, apply
-from fluxion.ops.registry import label, run_kernel
+from fluxion.ops.registry import capture, label, run_kernel
 from fluxion.ops.elementwise import call_binary, call_unary, wrap_int
 from fluxion.tensor import Tensor
 
 
 # --- in-place writes -----------------------------------------------------------------
 def recording_inplace(t: Tensor, *others: Any) -> bool:
-    """Whether an in-place op on ``t`` must be recorded for autograd."""
+    """Whether an in-place op on ``t`` must go through ``commit_inplace`` (to be recorded
+    for autograd, or functionalised while a compiled call records)."""
+    if capture.segment is not None:
+        return True
     if not state.enabled:
         return False
     if t.requires_grad or any(getattr(o, "requires_grad", False) for o in others):
@@ -66,17 +69,24 @@ def commit_inplace(t: Tensor, new: Tensor, name: str) -> Tensor:
             t._base is not None and t._base.requires_grad)):
         # the write cuts the old values out of the graph: gradient zero, values exact
         new = F.where(Tensor._make(np.ones((), bool)), new, t)
+    seg = capture.segment  # recording: the write is functionalised
     node = new.grad_fn
     if node is not None and node._inputs is not None and any(x is t for x in node._inputs):
         # the op saved the old values of t, which are about to be overwritten
-        snap = Tensor._make(t._data.copy())
+        snap = Tensor._make(t._data.copy() if seg is None else t._data)
         snap.grad_fn, snap.requires_grad, snap._vbox = t.grad_fn, t.requires_grad, [t._vbox[0]]
         node._inputs = tuple(snap if x is t else x for x in node._inputs)
-    chain = _view_chain(t) if node is not None and t._view is not None else None
+    chain = _view_chain(t) if (node is not None or seg is not None) and t._view is not None \
+        else None
     if chain is not None:
         base, ops = chain
         new_base = apply(OPS["view_scatter"], base, new, chain=ops)
-    t._data[...] = new._data
+        if seg is not None:
+            seg.mutate(base, new_base._data)
+    if seg is None:
+        t._data[...] = new._data
+    else:
+        seg.mutate(t, new._data)
     t._vbox[0] += 1
     if node is not None:
         old_node = t.grad_fn
@@ -104,11 +114,16 @@ def _refresh_view(t: Tensor) -> None:
     """Rebuild a view's ``grad_fn`` after its base was written in place (PyTorch does
     this lazily too): replay the view ops from the base's current history."""
     base, ops = _view_chain(t)
-    if base.requires_grad:
+    seg = capture.segment
+    if base.requires_grad or seg is not None:
         r = base
         for op, attrs in ops:
             r = apply(op, r, **attrs)
-        t.grad_fn, t.requires_grad = r.grad_fn, r.requires_grad
+        if base.requires_grad:
+            t.grad_fn, t.requires_grad = r.grad_fn, r.requires_grad
+        if seg is not None:  # functionalised base: the view's values follow it
+            t._data = r._data
+            seg.track(t)
     src, op, attrs, _ = t._view
     t._view = (src, op, attrs, t._vbox[0])
 
@@ -256,6 +271,8 @@ def copy_(self: Tensor, src: Tensor, non_blocking: bool = False) -> Tensor:
 def _random_inplace(sample: Any, method: str) -> Any:
     def fn(self: Tensor, *args: Any, generator: Any = None, **kw: Any) -> Tensor:
         arr = sample(R._rng(generator), self._data.shape, *args, **kw)
+        if capture.segment is not None:
+            return commit_inplace(self, Tensor._make(np.asarray(arr, self._data.dtype)), method)
         self._check_writeable(method)
         self._data[...] = arr
         self._vbox[0] += 1

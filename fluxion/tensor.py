@@ -195,7 +195,7 @@ class Tensor:
                 "Can't call numpy() on Tensor that requires grad. Use tensor.detach().numpy() "
                 "instead."
             )
-        return self._data
+        return self._arr("Tensor.numpy()")
 
     def item(self) -> bool | int | float:
         """The value of a one-element tensor as a Python number."""
@@ -203,21 +203,29 @@ class Tensor:
             raise RuntimeError(
                 f"a Tensor with {self._data.size} elements cannot be converted to Scalar"
             )
-        return self._data.reshape(()).item()
+        return self._arr("Tensor.item()").reshape(()).item()
 
     def tolist(self) -> Any:
         """Nested Python lists of the values."""
-        return self._data.tolist()
+        return self._arr("Tensor.tolist()").tolist()
 
     def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
-        return self._data if dtype is None else self._data.astype(dtype)
+        d = self._arr("converted with np.asarray")
+        return d if dtype is None else d.astype(dtype)
+
+    def _arr(self, why: str) -> np.ndarray:
+        """The data as an array; inside a compiled call this is a graph break."""
+        d = self._data
+        if type(d) is not np.ndarray:
+            d = d.realize(why)
+        return d
 
     def __bool__(self) -> bool:
         if self._data.size != 1:
             raise RuntimeError(
                 f"Boolean value of Tensor with {self._data.size} elements is ambiguous"
             )
-        return bool(self._data.reshape(()))
+        return bool(self._arr("bool(tensor): data-dependent control flow").reshape(()))
 
     def __float__(self) -> float:
         return float(self.item())
@@ -243,6 +251,7 @@ class Tensor:
     def __repr__(self) -> str:
         from fluxion._format import format_tensor
 
+        self._arr("printing a tensor")
         return format_tensor(self)
 
     def __format__(self, spec: str) -> str:

@@ -34,7 +34,7 @@ def _root_grads(outputs: list[Tensor], grads: list, create_graph: bool) -> list[
                     f"grad can be implicitly created only for scalar outputs (got an output "
                     f"of shape {list(t._data.shape)}; pass gradient=...)"
                 )
-            g = Tensor._make(np.ones_like(t._data))
+            g = Tensor._make(np.ones(t._data.shape, t._data.dtype))
         else:
             if not isinstance(g, Tensor):
                 from fluxion.creation import tensor
@@ -104,6 +104,16 @@ def _node_hooks(node: Node, g: Tensor) -> Tensor:
 
 def _accumulate_leaf(leaf: Tensor, g: Tensor, create_graph: bool, handed: set) -> None:
     g = _leaf_hooks(leaf, g)
+    from fluxion.ops.registry import OPS, apply, capture
+
+    if capture.segment is not None and not create_graph:  # recording: values are immutable
+        if leaf.grad is None:
+            fresh = id(g._data) not in handed
+            leaf.grad = g.detach() if fresh else apply(OPS["clone"], g.detach())
+            handed.add(id(leaf.grad._data))
+        else:
+            leaf.grad = apply(OPS["add"], leaf.grad, g.detach())
+        return
     if leaf.grad is None:
         if create_graph:
             leaf.grad = g
@@ -150,6 +160,7 @@ def run(
 ) -> list[Tensor | None] | None:
     """Propagate gradients from ``outputs``; accumulate into leaves' ``.grad``, or, when
     ``capture`` is given, return the gradients reaching those tensors instead."""
+    from fluxion.ops.registry import capture as recording
     roots = _root_grads(outputs, grad_outputs, create_graph)
     handed: set[int] = set()
     cap_leaf: dict[int, int] = {}
@@ -173,7 +184,7 @@ def run(
         slot = leaf_grads.get(id(leaf))
         if slot is None:
             leaf_grads[id(leaf)] = [leaf, g]
-        elif len(slot) == 3:  # an engine-owned buffer
+        elif len(slot) == 3 and recording.segment is None:  # an engine-owned buffer
             slot[1]._data += g._data
         else:
             slot[1] = slot[1] + g
@@ -210,7 +221,8 @@ def run(
             n = ready.pop()
             g = grads.pop(n, None)
             owned.discard(n)
-            scatter = n.op.scatter_grad if not create_graph else None
+            scatter = n.op.scatter_grad if not create_graph and recording.segment is None \
+                else None
             if g is not None and scatter is not None and not n.pre_hooks and n not in cap_node \
                     and not state.anomaly:
                 # add straight into the input's accumulator (no zero-padded gradient)
@@ -236,7 +248,7 @@ def run(
                 in_grads = n.op.backward(n, g)
                 if not isinstance(in_grads, tuple):
                     in_grads = (in_grads,)
-                if state.anomaly and state.anomaly_check_nan:
+                if state.anomaly and state.anomaly_check_nan and recording.segment is None:
                     _check_anomaly(n, in_grads)
                 if not retain_graph:
                     n.release()
@@ -253,7 +265,7 @@ def run(
                         prev_g = grads.get(e)
                         if prev_g is None:
                             grads[e] = ig
-                        elif e in owned:
+                        elif e in owned and recording.segment is None:
                             prev_g._data += ig._data  # our own buffer: add in place
                         else:
                             grads[e] = prev_g + ig

@@ -53,6 +53,11 @@ def _calculate_fan_in_and_fan_out(tensor: Tensor) -> tuple[int, int]:
 
 
 def _fill(tensor: Tensor, values: np.ndarray) -> Tensor:
+    from fluxion.ops.registry import capture
+
+    if capture.segment is not None:  # inside a compiled call: a functionalised write
+        with no_grad():
+            return tensor.copy_(Tensor._make(np.asarray(values, tensor._data.dtype)))
     with no_grad():
         tensor._data[...] = values.astype(tensor._data.dtype, copy=False)
         tensor._vbox[0] += 1

@@ -57,7 +57,7 @@ def _(n, g):
     return (g * n.inputs[0].sign(),)
 
 
-@unary("sign", "((a > 0) - (a < 0))", "same", save_inputs=False)
+@unary("sign", "(a > 0 ? 1 : (a < 0 ? -1 : a))", "same", save_inputs=False)
 def sign(xp, a):
     return a.copy() if a.dtype.kind == "b" else xp.sign(a)  # NumPy has no bool loop
 
@@ -192,7 +192,7 @@ def _(n, g):
     return (g * s * (1 - s),)
 
 
-@unary("relu", "(a > 0 ? a : 0)", "same", save_inputs=False, save_output=True)
+@unary("relu", "((a > 0 || a != a) ? a : 0)", "same", save_inputs=False, save_output=True)
 def relu(xp, a):
     return xp.maximum(a, 0)
 
@@ -226,7 +226,7 @@ for _name, _c in (("floor", "floor(a)"), ("ceil", "ceil(a)"), ("round", "rint(a)
     _op.backward = _zero_grad
 
 
-@unary("clamp", "fmin(fmax(a, lo), hi)", "same")
+@unary("clamp", "(a != a ? a : (a < lo ? lo : (a > hi ? hi : a)))", "same")
 def clamp(xp, a, min=None, max=None):
     return xp.clip(a, min, max)
 
@@ -359,12 +359,12 @@ def _(n, g):
     return ga, gb
 
 
-@binary("maximum", "fmax(a, b)")
+@binary("maximum", "((a != a || a > b) ? a : b)")
 def maximum(xp, a, b):
     return xp.maximum(a, b)
 
 
-@binary("minimum", "fmin(a, b)")
+@binary("minimum", "((a != a || a < b) ? a : b)")
 def minimum(xp, a, b):
     return xp.minimum(a, b)
 

@@ -194,6 +194,17 @@ def label(t: Tensor, name: str) -> Tensor:
     return t
 
 
+class _Capture:
+    """Where ``apply`` sends ops while a compiled call is recording (``None``: run them)."""
+
+    __slots__ = ("segment",)
+
+    def __init__(self) -> None:
+        self.segment: Any = None
+
+
+capture = _Capture()
+
 _ndarray = np.ndarray
 _NUMPY_ERRORS = (ValueError, TypeError, np.exceptions.AxisError)
 
@@ -208,29 +219,35 @@ def apply(op: Op, *inputs: Any, **attrs: Any) -> Any:
     >>> apply(OPS["mul"], fluxion.tensor([1.0, 2.0]), 3.0)
     tensor([3., 6.])
     """
+    seg = capture.segment
     arrays = []
     needs_grad = False
     for x in inputs:
         if isinstance(x, Tensor):
-            if x._view is not None and x._view[3] != x._vbox[0] and state.enabled:
+            if x._view is not None and x._view[3] != x._vbox[0] and (
+                    state.enabled or seg is not None):
                 x._refresh_view()
             arrays.append(x._data)
             if x.requires_grad:
                 needs_grad = True
         else:
             arrays.append(x)
-    try:
-        out = run_kernel(op.forward, np, *arrays, **attrs)
-    except IndexError as e:
-        raise IndexError(f"{op.name}: {e} (inputs: {_describe(inputs)})") from None
-    except _NUMPY_ERRORS as e:
-        raise RuntimeError(f"{op.name}: {e} (inputs: {_describe(inputs)})") from None
+    if seg is not None:  # a compiled call is recording: no computation now
+        out = seg.record(op, arrays, attrs)
+    else:
+        try:
+            out = run_kernel(op.forward, np, *arrays, **attrs)
+        except IndexError as e:
+            raise IndexError(f"{op.name}: {e} (inputs: {_describe(inputs)})") from None
+        except _NUMPY_ERRORS as e:
+            raise RuntimeError(f"{op.name}: {e} (inputs: {_describe(inputs)})") from None
     if op.n_aux:
         out, *aux = out
-    if type(out) is not _ndarray:
+    if type(out) is not _ndarray and seg is None:
         out = np.asarray(out)
     result = Tensor._make(out)
-    if op.view and np.may_share_memory(out, arrays[0]):
+    if op.view and (np.may_share_memory(out, arrays[0]) if seg is None
+                    else op.name != "reshape" or out.contiguous):
         src = inputs[0]
         result._vbox = src._vbox
         result._base = src if src._base is None else src._base
@@ -238,6 +255,14 @@ def apply(op: Op, *inputs: Any, **attrs: Any) -> Any:
     if needs_grad and state.enabled and op.differentiable and out.dtype.kind == "f":
         result.grad_fn = Node(op, inputs, attrs, result)
         result.requires_grad = True
+        if seg is not None and op.save_output:
+            seg.track_node(result.grad_fn)
+    if seg is not None:
+        seg.track(result)
     if op.n_aux:
-        return (result, *(Tensor._make(np.asarray(a)) for a in aux))
+        extras = tuple(Tensor._make(a if seg is not None else np.asarray(a)) for a in aux)
+        if seg is not None:
+            for e in extras:
+                seg.track(e)
+        return (result, *extras)
     return result

@@ -1,0 +1,333 @@
+"""``fluxion.compile`` and ``fluxion.explain``."""
+
+from __future__ import annotations
+
+import functools
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from fluxion.compiler.config import config
+from fluxion.compiler.graph import Graph
+from fluxion.compiler.lazy import Break, LazyArray, Segment, state, user_location
+from fluxion.compiler.runtime import Program, build_program
+
+
+class GraphBreakError(RuntimeError):
+    """Raised with ``fullgraph=True`` when the function needs a value mid-graph."""
+
+
+@dataclass
+class Recompile:
+    """A new graph for a function that already had one, and what differed."""
+
+    reason: str
+    graph_index: int
+
+
+@dataclass
+class CompileStats:
+    """What a compiled function has done so far."""
+
+    calls: int = 0
+    graphs: int = 0
+    cache_hits: int = 0
+    breaks: list[Break] = field(default_factory=list)
+    recompiles: list[Recompile] = field(default_factory=list)
+
+
+def _describe_change(old: tuple, new: tuple) -> str:
+    (oin, onodes, oout, _), (nin, nnodes, nout, _) = old, new
+    if oin != nin:
+        for k, (a, b) in enumerate(zip(oin, nin)):
+            if a != b:
+                return f"input {k} changed from {a[1]}{list(a[0])} to {b[1]}{list(b[0])}"
+        return f"the number of inputs changed ({len(oin)} -> {len(nin)})"
+    if len(onodes) != len(nnodes):
+        return f"the traced ops changed ({len(onodes)} -> {len(nnodes)} ops)"
+    for i, (a, b) in enumerate(zip(onodes, nnodes)):
+        if a != b:
+            return f"op %{i} changed: {a[0]}{a[1:3]} -> {b[0]}{b[1:3]}"
+    return "the outputs changed"
+
+
+class CompiledFunction:
+    """A function whose tensor ops run as compiled, fused graphs.
+
+    Python runs on every call (so control flow and Python values are never stale); the ops
+    are captured, and each distinct graph is optimised and compiled once."""
+
+    def __init__(self, fn: Callable[..., Any], fullgraph: bool = False,
+                 dynamic: bool | None = None, backend: str = "auto",
+                 mode: str | None = None) -> None:
+        if backend not in ("auto", "c", "numpy"):
+            raise ValueError(f"fluxion.compile: backend must be 'auto', 'c' or 'numpy', got "
+                             f"{backend!r}")
+        self.fn, self.fullgraph, self.dynamic = fn, fullgraph, dynamic
+        self.backend, self.mode = backend, mode
+        self.programs: dict[tuple, Program] = {}
+        self.order: list[tuple] = []
+        self.stats = CompileStats()
+        self.timings: dict[str, float] = {"run_s": 0.0}
+        self.last_programs: list[Program] = []
+        self._warned_limit = False
+        functools.update_wrapper(self, fn)
+
+    # compat with the Segment protocol
+    @property
+    def stats_dict(self) -> dict[str, float]:
+        return self.timings
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        if state.segment is not None:  # already recording (nested compiled call): inline
+            return self.fn(*args, **kwargs)
+        self.stats.calls += 1
+        self.last_programs = []
+        state.segment = Segment(self)
+        try:
+            out = self.fn(*args, **kwargs)
+        except BaseException:
+            seg = state.segment
+            state.segment = None
+            if seg is not None:
+                seg.done = True
+            raise
+        seg = state.segment
+        if seg is not None:
+            seg.flush("return")
+        state.segment = None
+        _mark_outputs(out, self)
+        return out
+
+    def run_backward(self, thunk: Callable[[], None]) -> None:
+        """Run a backward pass as a captured graph (compiled gradient code)."""
+        if state.segment is not None:
+            thunk()
+            return
+        state.segment = Segment(self)
+        try:
+            thunk()
+        except BaseException:
+            seg = state.segment
+            state.segment = None
+            if seg is not None:
+                seg.done = True
+            raise
+        seg = state.segment
+        if seg is not None:
+            seg.flush("return")
+        state.segment = None
+
+    # --- called by segments ----------------------------------------------------------
+    @property
+    def stats_run(self) -> float:
+        return self.timings["run_s"]
+
+    def _segment_finished(self, seg: Segment, reason: str) -> None:
+        if reason == "return":
+            return
+        where = user_location()
+        self.stats.breaks.append(Break(reason, where))
+        if self.fullgraph:
+            raise GraphBreakError(
+                f"fluxion.compile(fullgraph=True): graph break at {where}: {reason}. Move "
+                "the data-dependent step out of the compiled function, or drop fullgraph=True."
+            )
+        state.segment = Segment(self)  # recording resumes after the value is produced
+
+    def _program_for(self, graph: Graph, reason: str) -> Program:
+        key = graph.key()
+        prog = self.programs.get(key)
+        if prog is None:
+            t = time.perf_counter()
+            prog = build_program(graph, self.backend)
+            prog.times["total"] = time.perf_counter() - t
+            if self.order:
+                why = _describe_change(self.order[-1], key)
+                self.stats.recompiles.append(Recompile(why, len(self.order)))
+                if len(self.order) >= config.recompile_limit and not self._warned_limit:
+                    self._warned_limit = True
+                    warnings.warn(
+                        f"fluxion.compile: {self.__name__} has been compiled for "
+                        f"{len(self.order) + 1} different graphs (limit "
+                        f"{config.recompile_limit}); the last change: {why}. Pass "
+                        "dynamic=True, keep shapes fixed, or raise "
+                        "fluxion.compiler.config.recompile_limit.", RuntimeWarning, stacklevel=4)
+            self.programs[key] = prog
+            self.order.append(key)
+            self.stats.graphs += 1
+            if prog.cache_hit:
+                self.stats.cache_hits += 1
+        prog.captured = graph  # type: ignore[attr-defined]
+        self.last_programs.append(prog)
+        return prog
+
+    @property
+    def stats_obj(self) -> CompileStats:
+        return self.stats
+
+    def show_source(self) -> str:
+        """The generated source of every graph compiled so far."""
+        return "\n\n".join(f"# graph {i} ({p.backend})\n{p.source}"
+                           for i, p in enumerate(self.programs.values()))
+
+    def __repr__(self) -> str:
+        return f"<compiled {getattr(self.fn, '__name__', self.fn)!s}: {self.stats.graphs} graphs>"
+
+
+def _mark_outputs(out: Any, owner: CompiledFunction) -> None:
+    """Tensors returned by a compiled call run their backward compiled too."""
+    from fluxion.tensor import Tensor
+
+    items = out if isinstance(out, (tuple, list)) else (out,)
+    for t in items:
+        if isinstance(t, Tensor) and t.requires_grad and t.grad_fn is not None:
+            t.__dict__["_compiled"] = owner
+
+
+class OptimizedModule:
+    """What ``fluxion.compile(module)`` returns: calls run compiled; everything else
+    (parameters, ``train()``, ``state_dict()``...) is the original module's."""
+
+    def __init__(self, module: Any, compiled: CompiledFunction) -> None:
+        object.__setattr__(self, "_orig_mod", module)
+        object.__setattr__(self, "_compiled", compiled)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self._compiled(*args, **kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._orig_mod, name)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        setattr(self._orig_mod, name, value)
+
+    def __repr__(self) -> str:
+        return f"OptimizedModule({self._orig_mod!r})"
+
+
+def compile(fn: Any = None, *, fullgraph: bool = False, dynamic: bool | None = None,  # noqa: A001
+            backend: str = "auto", mode: str | None = None) -> Any:
+    """Compile a function or module: ops are captured and run as fused, generated code
+    (C, or NumPy without a compiler). Also a decorator, with or without arguments.
+
+    >>> import fluxion
+    >>> @fluxion.compile
+    ... def f(x):
+    ...     return (x * 2 + 1).relu()
+    >>> f(fluxion.tensor([-1.0, 0.5]))
+    tensor([0., 2.])
+    """
+    if fn is None:
+        return lambda f: compile(f, fullgraph=fullgraph, dynamic=dynamic, backend=backend,
+                                 mode=mode)
+    from fluxion.nn.module import Module
+
+    if isinstance(fn, Module):
+        return OptimizedModule(fn, CompiledFunction(fn.__call__, fullgraph, dynamic, backend,
+                                                    mode))
+    return CompiledFunction(fn, fullgraph, dynamic, backend, mode)
+
+
+@dataclass
+class ExplainReport:
+    """What compiling a function did: graphs, breaks, guards, recompiles, kernels, source
+    and the time each stage took."""
+
+    graph_count: int
+    graph_break_count: int
+    break_reasons: list[Break]
+    guards: list[str]
+    recompiles: list[Recompile]
+    graphs: list[str]
+    optimized_graphs: list[str]
+    kernels: list[list[str]]
+    sources: list[str]
+    timings: dict[str, float]
+
+    def __str__(self) -> str:
+        lines = [f"Fluxion compile report: {self.graph_count} graph(s), "
+                 f"{self.graph_break_count} graph break(s)"]
+        for b in self.break_reasons:
+            lines.append(f"  break at {b.location}: {b.reason}")
+        lines.append("Guards (a new value recompiles):")
+        lines += [f"  {g}" for g in self.guards]
+        if self.recompiles:
+            lines.append("Recompiles:")
+            lines += [f"  graph {r.graph_index}: {r.reason}" for r in self.recompiles]
+        for i, (g, og, ks, src) in enumerate(zip(self.graphs, self.optimized_graphs,
+                                                 self.kernels, self.sources)):
+            lines += [f"--- graph {i} as captured ---", g, f"--- graph {i} optimised ---", og,
+                      f"--- graph {i} fused kernels ---"]
+            lines += [f"  {k}" for k in ks] or ["  (none)"]
+            lines += [f"--- graph {i} generated source ---", src or "(no kernels)"]
+        lines.append("Time per stage (s): " + ", ".join(
+            f"{k} {v:.4f}" for k, v in self.timings.items()))
+        return "\n".join(lines)
+
+
+def explain(fn: Any, *args: Any, **kwargs: Any) -> ExplainReport:
+    """Compile ``fn`` (a function, module or compiled function), call it once on the
+    arguments and report every step; also prints the report.
+
+    >>> import fluxion
+    >>> def f(x):
+    ...     y = x.exp()
+    ...     if y.sum() > 3:        # data-dependent: a graph break
+    ...         return y * 2
+    ...     return y
+    >>> r = fluxion.explain(f, fluxion.ones(2))  # doctest: +ELLIPSIS
+    Fluxion compile report: 2 graph(s), 1 graph break(s)
+    ...
+    >>> r.graph_break_count
+    1
+    """
+    from fluxion.nn.module import Module
+
+    if isinstance(fn, OptimizedModule):
+        cf = fn._compiled
+    elif isinstance(fn, CompiledFunction):
+        cf = fn
+    elif isinstance(fn, Module):
+        cf = CompiledFunction(fn.__call__)
+    else:
+        cf = CompiledFunction(fn)
+    before_breaks = len(cf.stats.breaks)
+    before_recompiles = len(cf.stats.recompiles)
+    t = time.perf_counter()
+    cf(*args, **kwargs)
+    total = time.perf_counter() - t
+    progs = cf.last_programs
+    timings: dict[str, float] = {}
+    for p in progs:
+        for k, v in p.times.items():
+            timings[k] = timings.get(k, 0.0) + v
+    timings["call_total"] = total
+    guards = []
+    for i, p in enumerate(progs):
+        g = p.captured  # type: ignore[attr-defined]
+        specs = ", ".join(f"{d}{list(s)}" for s, d in g.inputs)
+        guards.append(f"graph {i}: inputs ({specs}); {len(g.nodes)} ops with their Python "
+                      "constants; control flow and requires_grad/training are re-decided by "
+                      "running the Python each call")
+    report = ExplainReport(
+        graph_count=len(progs),
+        graph_break_count=len(cf.stats.breaks) - before_breaks,
+        break_reasons=cf.stats.breaks[before_breaks:],
+        guards=guards,
+        recompiles=cf.stats.recompiles[before_recompiles:],
+        graphs=[str(p.captured) for p in progs],  # type: ignore[attr-defined]
+        optimized_graphs=[str(p.graph) for p in progs],
+        kernels=[[f"{k.name}: " + " -> ".join(p.graph.nodes[m].op for m in k.nodes)
+                  for k in p.kernels] for p in progs],
+        sources=[p.source for p in progs],
+        timings=timings,
+    )
+    print(report)
+    return report
+
+
+__all__ = ["CompiledFunction", "ExplainReport", "GraphBreakError", "LazyArray",
+           "OptimizedModule", "compile", "explain"]

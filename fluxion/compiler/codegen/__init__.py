@@ -1,0 +1,1 @@
+"""Code generators: C (the fast path) and NumPy (the fallback with identical results)."""

@@ -1,0 +1,285 @@
+"""Capture: inside a compiled call, ops are recorded instead of run.
+
+Every op still goes through ``ops.registry.apply``; while a ``Segment`` is active, apply
+hands the op here and gets back a ``LazyArray`` (shape and dtype from the op table's shape
+rules, no data). Python keeps running the user's code, so control flow, ``requires_grad``,
+``training`` and Python scalars are decided afresh on every call (nothing can go stale).
+Reading data (``.item()``, ``bool()``, ``.numpy()``, printing, a bounds check in a
+wrapper...) is a *graph break*: the segment so far is compiled and run, the value is
+returned, and recording resumes in a new segment. In-place writes are functionalised: the
+tensor is rebound to the new value and, at the end of the segment, written back into the
+memory it had before."""
+
+from __future__ import annotations
+
+import time
+import weakref
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from fluxion.compiler.graph import GNode, Graph
+from fluxion.ops.registry import Op, Spec, capture
+
+
+state = capture  # ops.registry.apply consults state.segment
+
+
+def active() -> bool:
+    """Whether ops are being captured (inside a compiled call)."""
+    return state.segment is not None
+
+
+class _Flags:
+    __slots__ = ("c_contiguous", "writeable", "owndata")
+
+    def __init__(self, contiguous: bool) -> None:
+        self.c_contiguous = contiguous
+        self.writeable = True
+        self.owndata = True
+
+
+class LazyArray:
+    """A value of the graph being captured: shape and dtype now, data after the segment
+    runs. Anything that needs the data realises it (a graph break)."""
+
+    __slots__ = ("shape", "dtype", "segment", "ref", "value", "contiguous", "__weakref__")
+
+    def __init__(self, segment: Segment, ref: tuple, shape: tuple[int, ...],
+                 dtype: np.dtype, contiguous: bool = True) -> None:
+        self.segment, self.ref = segment, ref
+        self.shape, self.dtype = tuple(shape), np.dtype(dtype)
+        self.value: np.ndarray | None = None
+        self.contiguous = contiguous
+
+    @property
+    def ndim(self) -> int:
+        return len(self.shape)
+
+    @property
+    def size(self) -> int:
+        n = 1
+        for s in self.shape:
+            n *= s
+        return n
+
+    @property
+    def itemsize(self) -> int:
+        return self.dtype.itemsize
+
+    @property
+    def flags(self) -> _Flags:
+        return _Flags(self.contiguous)
+
+    @property
+    def base(self) -> None:
+        return None
+
+    def realize(self, reason: str = "the data was read") -> np.ndarray:
+        """The data, running the pending segment first if needed (a graph break)."""
+        if self.value is None:
+            self.segment.flush(reason)
+        assert self.value is not None
+        return self.value
+
+    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
+        v = self.realize("converted to a NumPy array")
+        return v if dtype is None else v.astype(dtype)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.realize(f"array attribute .{name} was read"), name)
+
+    def __getitem__(self, key: Any) -> Any:
+        return self.realize("indexed as an array")[key]
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        self.realize("written as an array")[key] = value
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __repr__(self) -> str:
+        return f"LazyArray({self.shape}, {self.dtype}, {'ready' if self.value is not None else 'pending'})"
+
+
+def _binary_dunder(name: str) -> Callable[..., Any]:
+    def method(self: LazyArray, other: Any) -> Any:
+        other = other.realize() if isinstance(other, LazyArray) else other
+        return getattr(self.realize(f"array operator {name}"), name)(other)
+
+    return method
+
+
+for _name in ("__add__", "__radd__", "__sub__", "__rsub__", "__mul__", "__rmul__",
+              "__truediv__", "__rtruediv__", "__eq__", "__ne__", "__lt__", "__le__", "__gt__",
+              "__ge__", "__and__", "__or__", "__iadd__", "__imul__"):
+    setattr(LazyArray, _name, _binary_dunder(_name))
+LazyArray.__hash__ = object.__hash__  # type: ignore[method-assign]
+
+
+class Break:
+    """A graph break: why the captured graph had to stop, and the user's line."""
+
+    def __init__(self, reason: str, location: str) -> None:
+        self.reason, self.location = reason, location
+
+    def __repr__(self) -> str:
+        return f"Break({self.reason!r} at {self.location})"
+
+
+def user_location() -> str:
+    """``file:line`` of the innermost frame outside the fluxion package."""
+    import traceback
+
+    import fluxion
+
+    pkg = fluxion.__path__[0]
+    for frame in reversed(traceback.extract_stack()[:-1]):
+        if not frame.filename.startswith(pkg):
+            return f"{frame.filename}:{frame.lineno}"
+    return "<fluxion>"
+
+
+def _contiguous_view(op: Op, src: Any, attrs: dict) -> bool:
+    """Whether a view op keeps a row-major layout (to decide reshape's view-or-copy)."""
+    if op.name == "reshape":
+        return getattr(src, "contiguous", True) if isinstance(src, LazyArray) else bool(
+            getattr(getattr(src, "flags", None), "c_contiguous", True))
+    if op.name == "permute":
+        return tuple(attrs["dims"]) == tuple(range(len(attrs["dims"])))
+    return False
+
+
+class Segment:
+    """The ops recorded since the last break; ``flush`` compiles and runs them."""
+
+    def __init__(self, owner: Any) -> None:
+        self.owner = owner
+        self.inputs: list[np.ndarray] = []
+        self._input_ids: dict[int, int] = {}
+        self.nodes: list[GNode] = []
+        self.lazies: list[weakref.ref] = []
+        self.tensors: list[weakref.ref] = []
+        self.autograd_nodes: list[weakref.ref] = []
+        self.mutations: dict[int, tuple[Any, np.ndarray]] = {}
+        self.done = False
+
+    # --- recording -----------------------------------------------------------------
+    def _ref(self, x: Any) -> Any:
+        if isinstance(x, LazyArray):
+            if x.value is None and x.segment is self:
+                return x.ref
+            x = x.realize() if x.value is None else x.value
+        if isinstance(x, np.ndarray):
+            k = self._input_ids.get(id(x))
+            if k is None:
+                k = len(self.inputs)
+                self.inputs.append(x)  # holds it alive, so the id stays unique
+                self._input_ids[id(x)] = k
+            return ("in", k)
+        if isinstance(x, np.generic):
+            return x.item()
+        return x
+
+    def _attr(self, v: Any) -> Any:
+        if isinstance(v, (np.ndarray, LazyArray)):
+            return self._ref(v)
+        if isinstance(v, tuple):
+            return tuple(self._attr(x) for x in v)
+        if isinstance(v, list):
+            return [self._attr(x) for x in v]
+        return v
+
+    def record(self, op: Op, arrays: list, attrs: dict) -> Any:
+        """Add ``op`` to the graph; its outputs come back as LazyArrays."""
+        specs = [Spec(a.shape, a.dtype) if isinstance(a, (LazyArray, np.ndarray)) else a
+                 for a in arrays]
+        shape, dtype = op.infer(*specs, **{k: _attr_value(v) for k, v in attrs.items()})
+        args = tuple(self._ref(a) for a in arrays)
+        gattrs = {k: self._attr(v) for k, v in attrs.items()}
+        aux = tuple((shape, np.dtype(np.int64)) for _ in range(op.n_aux))
+        i = len(self.nodes)
+        self.nodes.append(GNode(op.name, args, gattrs, tuple(shape), np.dtype(dtype), aux))
+        contiguous = True if not op.view else _contiguous_view(op, arrays[0], attrs)
+        out = LazyArray(self, ("n", i), shape, dtype, contiguous)
+        self.lazies.append(weakref.ref(out))
+        if not op.n_aux:
+            return out
+        extras = []
+        for j, (s, d) in enumerate(aux):
+            la = LazyArray(self, ("aux", i, j), s, d)
+            self.lazies.append(weakref.ref(la))
+            extras.append(la)
+        return (out, *extras)
+
+    def track(self, tensor: Any) -> None:
+        """Remember a tensor whose data is lazy, to hand it its array after the run."""
+        self.tensors.append(weakref.ref(tensor))
+
+    def track_node(self, node: Any) -> None:
+        """Remember an autograd node that saved a lazy output."""
+        self.autograd_nodes.append(weakref.ref(node))
+
+    def mutate(self, tensor: Any, new_data: LazyArray) -> None:
+        """Functionalised in-place write: rebind now, write back into memory at flush."""
+        old = tensor._data
+        if isinstance(old, np.ndarray) and id(tensor) not in self.mutations:
+            self.mutations[id(tensor)] = (tensor, old)
+        tensor._data = new_data
+        self.track(tensor)
+
+    # --- running -------------------------------------------------------------------
+    def flush(self, reason: str = "return") -> None:
+        """Compile (or fetch from the cache) and run the recorded graph; give every live
+        value its array; write functionalised mutations back."""
+        if self.done:
+            return
+        self.done = True
+        if state.segment is self:
+            state.segment = None
+        try:
+            self._run(reason)
+        finally:
+            self.owner._segment_finished(self, reason)
+
+    def _run(self, reason: str) -> None:
+        live = [la for r in self.lazies if (la := r()) is not None and la.value is None]
+        if not self.nodes:
+            return
+        outputs: list[tuple] = []
+        index: dict[tuple, int] = {}
+        for la in live:
+            if la.ref not in index:
+                index[la.ref] = len(outputs)
+                outputs.append(la.ref)
+        graph = Graph(inputs=[(a.shape, a.dtype) for a in self.inputs], nodes=self.nodes,
+                      outputs=outputs)
+        t0 = time.perf_counter()
+        program = self.owner._program_for(graph, reason)
+        results = program.run(self.inputs)
+        self.owner.timings["run_s"] += time.perf_counter() - t0
+        for la in live:
+            la.value = results[index[la.ref]]
+        for r in self.tensors:
+            t = r()
+            if t is not None and isinstance(t._data, LazyArray) and t._data.value is not None:
+                t._data = t._data.value
+        for r in self.autograd_nodes:
+            n = r()
+            if n is not None and isinstance(n._out_data, LazyArray) and n._out_data.value is not None:
+                n._out_data = n._out_data.value
+        for t, memory in self.mutations.values():
+            data = t._data.value if isinstance(t._data, LazyArray) else t._data
+            if data is not memory:
+                np.copyto(memory, data)  # the tensor keeps its memory (views, optimizers)
+                t._data = memory
+
+
+def _attr_value(v: Any) -> Any:
+    """Attributes as kernels see them (lazy arrays in attributes hold real data)."""
+    if isinstance(v, LazyArray):
+        return v.realize("used as an index")
+    if isinstance(v, tuple):
+        return tuple(_attr_value(x) for x in v)
+    return v

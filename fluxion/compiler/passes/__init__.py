@@ -1,0 +1,33 @@
+"""Graph passes: each takes a ``Graph`` and returns an optimised ``Graph``.
+
+Run in order by ``optimize``: algebraic simplification (with view folding), constant
+folding, common-subexpression elimination, dead-code elimination."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from fluxion.compiler.graph import Graph
+from fluxion.compiler.passes.cse import cse
+from fluxion.compiler.passes.dce import dce
+from fluxion.compiler.passes.fold import fold_constants
+from fluxion.compiler.passes.simplify import simplify
+
+PASSES: list[tuple[str, Callable[[Graph], Graph]]] = [
+    ("simplify", simplify),
+    ("fold_constants", fold_constants),
+    ("cse", cse),
+    ("dce", dce),
+]
+
+
+def optimize(graph: Graph, trace: list[tuple[str, Graph]] | None = None) -> Graph:
+    """All passes in order; ``trace`` collects the graph after each one."""
+    for name, fn in PASSES:
+        graph = fn(graph)
+        if trace is not None:
+            trace.append((name, graph))
+    return graph
+
+
+__all__ = ["PASSES", "cse", "dce", "fold_constants", "optimize", "simplify"]

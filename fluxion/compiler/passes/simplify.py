@@ -1,0 +1,84 @@
+"""Algebraic simplification and view folding: identities that remove work.
+
+x*1, 1*x, x+0, 0+x, x-0, x/1, x**1 -> x;  x**2 -> x*x;  neg(neg(x)) -> x;
+cast/reshape/permute/expand to what x already is -> x;  reshape(reshape(x)) -> reshape(x);
+permute(permute(x)) -> one permute."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fluxion.compiler.graph import GNode, Graph
+from fluxion.compiler.passes.rewrite import is_ref, rebuild
+
+
+def _is(v: Any, number: float) -> bool:
+    return not is_ref(v) and isinstance(v, (int, float)) and not isinstance(v, bool) \
+        and v == number
+
+
+def simplify(graph: Graph) -> Graph:
+    """Apply the identities above (only where shape and dtype stay the same).
+
+    >>> from fluxion.compiler.graph import GNode, Graph
+    >>> import numpy as np
+    >>> f32 = np.dtype("float32")
+    >>> g = Graph([((2,), f32)], [GNode("mul", (("in", 0), 1), {}, (2,), f32),
+    ...           GNode("neg", (("n", 0),), {}, (2,), f32),
+    ...           GNode("neg", (("n", 1),), {}, (2,), f32)], [("n", 2)])
+    >>> simplify(g).outputs
+    [('in', 0)]
+    """
+    replace: dict[tuple, Any] = {}
+    keep = [True] * len(graph.nodes)
+    nodes = list(graph.nodes)
+
+    def cur(r: Any) -> Any:
+        while is_ref(r) and r in replace:
+            r = replace[r]
+        return r
+
+    def same_spec(r: Any, n: GNode) -> bool:
+        if not is_ref(r):
+            return False
+        s, d = graph.spec(r)
+        return tuple(s) == tuple(n.shape) and d == n.dtype
+
+    for i, n in enumerate(nodes):
+        args = tuple(cur(a) for a in n.args)
+        target = None
+        if n.op == "mul":
+            a, b = args
+            target = a if _is(b, 1) else b if _is(a, 1) else None
+        elif n.op == "add":
+            a, b = args
+            target = a if _is(b, 0) else b if _is(a, 0) else None
+        elif n.op == "sub":
+            target = args[0] if _is(args[1], 0) else None
+        elif n.op == "div":
+            target = args[0] if _is(args[1], 1) else None
+        elif n.op == "pow" and _is(args[1], 1):
+            target = args[0]
+        elif n.op == "neg" and is_ref(args[0]) and args[0][0] == "n" \
+                and nodes[args[0][1]].op == "neg":
+            target = cur(nodes[args[0][1]].args[0])
+        elif n.op in ("cast", "reshape", "expand"):
+            target = args[0]
+        elif n.op == "permute" and tuple(n.attrs["dims"]) == tuple(range(len(n.shape))):
+            target = args[0]
+        if target is not None and same_spec(target, n):
+            keep[i] = False
+            replace[("n", i)] = target
+            continue
+        if n.op == "pow" and _is(args[1], 2):  # square as a product: cheaper, fusible
+            nodes[i] = GNode("mul", (args[0], args[0]), {}, n.shape, n.dtype)
+        elif n.op == "reshape" and is_ref(args[0]) and args[0][0] == "n" \
+                and nodes[args[0][1]].op == "reshape":
+            inner = nodes[args[0][1]]
+            nodes[i] = GNode("reshape", (cur(inner.args[0]),), dict(n.attrs), n.shape, n.dtype)
+        elif n.op == "permute" and is_ref(args[0]) and args[0][0] == "n" \
+                and nodes[args[0][1]].op == "permute":
+            inner = nodes[args[0][1]]
+            dims = tuple(inner.attrs["dims"][d] for d in n.attrs["dims"])
+            nodes[i] = GNode("permute", (cur(inner.args[0]),), {"dims": dims}, n.shape, n.dtype)
+    return rebuild(Graph(graph.inputs, nodes, graph.outputs, graph.consts), keep, replace)

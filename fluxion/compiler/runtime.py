@@ -1,0 +1,165 @@
+"""Running a compiled graph: library calls (the op table's NumPy kernels, BLAS for
+products) and generated kernels, with each intermediate freed after its last use."""
+
+from __future__ import annotations
+
+import ctypes
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from fluxion.compiler import cache
+from fluxion.compiler.codegen import c as c_codegen, numpy as np_codegen
+from fluxion.compiler.config import config
+from fluxion.compiler.fusion import Kernel, fuse
+from fluxion.compiler.graph import Graph
+from fluxion.compiler.passes import optimize
+from fluxion.compiler.passes.rewrite import is_ref, map_refs, node_refs
+from fluxion.ops.registry import OPS, run_kernel
+
+
+@dataclass
+class Program:
+    """An optimised graph ready to run, with what it took to make it."""
+
+    graph: Graph
+    kernels: list[Kernel]
+    schedule: list[int]
+    backend: str  # "c" or "numpy"
+    source: str
+    passes: list[tuple[str, Graph]] = field(default_factory=list)
+    times: dict[str, float] = field(default_factory=dict)
+    cache_hit: bool = False
+    library: str = ""
+    _fns: dict[str, Any] = field(default_factory=dict)
+    _last_use: dict[tuple, int] = field(default_factory=dict)
+    _free_at: dict[int, list[tuple]] = field(default_factory=dict)
+
+    def run(self, inputs: list[np.ndarray]) -> list[np.ndarray]:
+        """Execute on ``inputs``; returns the output arrays."""
+        env: dict[tuple, Any] = {("in", k): a for k, a in enumerate(inputs)}
+        for k, c in enumerate(self.graph.consts):
+            env[("const", k)] = c
+        roots = {k.root: k for k in self.kernels}
+        for step, i in enumerate(self.schedule):
+            k = roots.get(i)
+            if k is not None:
+                env[("n", i)] = self._run_kernel(k, env)
+            else:
+                self._run_library(i, env)
+            if config.verify:
+                self._verify(i, k, env)
+            for r in self._free_at.get(step, ()):
+                env.pop(r, None)
+        outs = []
+        for r in self.graph.outputs:
+            v = env[r] if is_ref(r) else np.asarray(r)
+            if is_ref(r) and r[0] in ("in", "const"):
+                v = np.array(v, copy=True)  # never hand out an input's memory as a new value
+            outs.append(v)
+        return outs
+
+    def _run_library(self, i: int, env: dict) -> None:
+        n = self.graph.nodes[i]
+        op = OPS[n.op]
+        args = map_refs(n.args, lambda r: env[r])
+        attrs = {key: map_refs(v, lambda r: env[r]) for key, v in n.attrs.items()}
+        out = run_kernel(op.forward, np, *args, **attrs)
+        if op.n_aux:
+            env[("n", i)] = np.asarray(out[0])
+            for j, a in enumerate(out[1:]):
+                env[("aux", i, j)] = np.asarray(a)
+        else:
+            env[("n", i)] = np.asarray(out)
+
+    def _run_kernel(self, k: Kernel, env: dict) -> np.ndarray:
+        root = self.graph.nodes[k.root]
+        fn = self._fns[k.name]
+        if self.backend == "numpy":
+            return fn(*[env[r] for r in k.inputs])
+        args: list[Any] = [int(np.prod(root.shape))]
+        keep = []
+        for r in k.inputs:
+            _, d = self.graph.spec(r)
+            a = np.ascontiguousarray(env[r], dtype=d)
+            keep.append(a)
+            args.append(a.ctypes.data)
+        out = np.empty(root.shape, root.dtype)
+        args.append(out.ctypes.data)
+        fn(*args)
+        return out
+
+    def _verify(self, i: int, k: Kernel | None, env: dict) -> None:
+        """Recompute node i (or kernel k) with eager kernels and compare."""
+        nodes = k.nodes if k is not None else [i]
+        local = dict(env)
+        for m in nodes:
+            n = self.graph.nodes[m]
+            op = OPS[n.op]
+            args = map_refs(n.args, lambda r: local[r])
+            attrs = {key: map_refs(v, lambda r: local[r]) for key, v in n.attrs.items()}
+            out = run_kernel(op.forward, np, *args, **attrs)
+            local[("n", m)] = np.asarray(out[0] if op.n_aux else out)
+        want, got = local[("n", i)], env[("n", i)]
+        if want.dtype.kind in "fc":
+            ok = np.allclose(got, want, rtol=config.verify_rtol, atol=config.verify_atol,
+                             equal_nan=True)
+        else:
+            ok = np.array_equal(got, want)
+        if not ok:
+            n = self.graph.nodes[i]
+            diff = np.max(np.abs(got.astype(np.float64) - want.astype(np.float64)))
+            raise RuntimeError(
+                f"fluxion.compile verify: node %{i} ({n.op}, {n.dtype}{list(n.shape)}) differs "
+                f"from eager by up to {diff:.3g} (rtol {config.verify_rtol}, atol "
+                f"{config.verify_atol})\n{self.graph}"
+            )
+
+
+def build_program(graph: Graph, backend: str = "auto") -> Program:
+    """Optimise, fuse, generate code and load it: the whole pipeline for one graph."""
+    times: dict[str, float] = {}
+    t = time.perf_counter()
+    trace: list[tuple[str, Graph]] = []
+    opt = optimize(graph, trace)
+    times["passes"] = time.perf_counter() - t
+    t = time.perf_counter()
+    kernels, schedule = fuse(opt)
+    times["fusion"] = time.perf_counter() - t
+    use_c = backend in ("auto", "c") and bool(kernels) and cache.c_available()
+    if backend == "numpy":
+        use_c = False
+    t = time.perf_counter()
+    prog = Program(opt, kernels, schedule, "c" if use_c else "numpy", "", trace, times)
+    if use_c:
+        prog.source = c_codegen.render(opt, kernels)
+        times["codegen"] = time.perf_counter() - t
+        t = time.perf_counter()
+        lib, path, hit = cache.build(prog.source)
+        times["compile" if not hit else "load"] = time.perf_counter() - t
+        prog.cache_hit, prog.library = hit, path
+        for k in kernels:
+            fn = getattr(lib, k.name)
+            fn.argtypes = [ctypes.c_int64] + [ctypes.c_void_p] * (len(k.inputs) + 1)
+            fn.restype = None
+            prog._fns[k.name] = fn
+    else:
+        prog.source = np_codegen.render(opt, kernels)
+        times["codegen"] = time.perf_counter() - t
+        scope = np_codegen.load(prog.source)
+        prog._fns = {k.name: scope[k.name] for k in kernels}
+    if config.print_source and prog.source:
+        print(f"# fluxion.compile: generated {prog.backend} source\n{prog.source}")
+    # liveness: free each intermediate after the step that reads it last
+    outputs = {r for r in opt.outputs if is_ref(r)}
+    roots = {k.root: k for k in kernels}
+    for step, i in enumerate(schedule):
+        reads = roots[i].inputs if i in roots else node_refs(opt.nodes[i])
+        for r in reads:
+            if r[0] in ("n", "aux") and r not in outputs:
+                prog._last_use[r] = step
+    for r, step in prog._last_use.items():
+        prog._free_at.setdefault(step, []).append(r)
+    return prog
