@@ -1367,7 +1367,15 @@ def _index_array(name: str, index: Any) -> np.ndarray:
     arr = index._data if isinstance(index, Tensor) else np.asarray(index)
     if arr.dtype.kind not in "iu":
         raise RuntimeError(f"{name}(): Expected dtype int64 for index, got {arr.dtype}")
+    if type(arr) is not np.ndarray:  # captured by fluxion.compile: stays in the graph
+        return arr
     return arr.astype(np.int64, copy=False)
+
+
+def has_data(arr: Any) -> bool:
+    """Whether an array's values are at hand (inside ``fluxion.compile`` a value may not
+    be computed yet; checks on values then happen when the kernel runs)."""
+    return type(arr) is np.ndarray
 
 
 def _check_index_shape(name: str, x: Tensor, dim: int, index: np.ndarray) -> None:
@@ -1375,7 +1383,7 @@ def _check_index_shape(name: str, x: Tensor, dim: int, index: np.ndarray) -> Non
         raise RuntimeError(f"{name}(): Index tensor must have the same number of dimensions as "
                            f"input tensor ({list(index.shape)} vs {list(x.shape)})")
     size = x._data.shape[dim] if x.ndim else 1
-    if index.size and (index.min() < -size or index.max() >= size):
+    if has_data(index) and index.size and (index.min() < -size or index.max() >= size):
         raise RuntimeError(f"{name}(): index {int(index.max() if index.max() >= size else index.min())}"
                            f" is out of bounds for dimension {dim} with size {size}")
 

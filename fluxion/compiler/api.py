@@ -69,6 +69,8 @@ class CompiledFunction:
         self.backend, self.mode = backend, mode
         self.programs: dict[tuple, Program] = {}
         self.order: list[tuple] = []
+        self.slot_keys: dict[int, list[tuple]] = {}  # graph position in a call -> its keys
+        self._slot = 0
         self.stats = CompileStats()
         self.timings: dict[str, float] = {"run_s": 0.0}
         self.last_programs: list[Program] = []
@@ -85,6 +87,7 @@ class CompiledFunction:
             return self.fn(*args, **kwargs)
         self.stats.calls += 1
         self.last_programs = []
+        self._slot = 0
         state.segment = Segment(self)
         try:
             out = self.fn(*args, **kwargs)
@@ -139,23 +142,28 @@ class CompiledFunction:
 
     def _program_for(self, graph: Graph, reason: str) -> Program:
         key = graph.key()
+        slot = self._slot
+        self._slot += 1
+        seen = self.slot_keys.setdefault(slot, [])
         prog = self.programs.get(key)
         if prog is None:
             t = time.perf_counter()
             prog = build_program(graph, self.backend)
             prog.times["total"] = time.perf_counter() - t
-            if self.order:
-                why = _describe_change(self.order[-1], key)
-                self.stats.recompiles.append(Recompile(why, len(self.order)))
-                if len(self.order) >= config.recompile_limit and not self._warned_limit:
+            self.programs[key] = prog
+        if key not in seen:
+            if seen:
+                why = _describe_change(seen[-1], key)
+                self.stats.recompiles.append(Recompile(why, slot))
+                if len(seen) >= config.recompile_limit and not self._warned_limit:
                     self._warned_limit = True
                     warnings.warn(
                         f"fluxion.compile: {self.__name__} has been compiled for "
-                        f"{len(self.order) + 1} different graphs (limit "
+                        f"{len(seen) + 1} different graphs at one place (limit "
                         f"{config.recompile_limit}); the last change: {why}. Pass "
                         "dynamic=True, keep shapes fixed, or raise "
                         "fluxion.compiler.config.recompile_limit.", RuntimeWarning, stacklevel=4)
-            self.programs[key] = prog
+            seen.append(key)
             self.order.append(key)
             self.stats.graphs += 1
             if prog.cache_hit:

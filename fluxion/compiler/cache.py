@@ -6,6 +6,10 @@ from __future__ import annotations
 import ctypes
 import hashlib
 import os
+
+# idle OpenMP threads sleep instead of spinning: on a small, shared machine spinning
+# workers starve the BLAS threads and each other (set before the runtime starts)
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 import subprocess
 import tempfile
 import warnings

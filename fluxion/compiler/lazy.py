@@ -277,9 +277,10 @@ class Segment:
 
 
 def _attr_value(v: Any) -> Any:
-    """Attributes as kernels see them (lazy arrays in attributes hold real data)."""
+    """Attributes for shape inference: a pending array stands in as zeros of its shape
+    (shape rules never read values; realising here would split the graph)."""
     if isinstance(v, LazyArray):
-        return v.realize("used as an index")
+        return v.value if v.value is not None else np.zeros(v.shape, v.dtype)
     if isinstance(v, tuple):
         return tuple(_attr_value(x) for x in v)
     return v

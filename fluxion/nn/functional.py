@@ -852,7 +852,7 @@ def nll_loss(input: Tensor, target: Tensor, weight: Tensor | None = None,
     valid = target != ignore_index
     safe = F.where(valid, target, 0)
     t = safe._data
-    if t.size and (t.min() < 0 or t.max() >= c):
+    if F.has_data(t) and t.size and (t.min() < 0 or t.max() >= c):
         raise IndexError(f"nll_loss: Target {int(t.max() if t.max() >= c else t.min())} is out "
                          f"of bounds for {c} classes")
     picked = -input.gather(1, safe.unsqueeze(1)).squeeze(1)

@@ -112,3 +112,13 @@ def scatter_add(xp, a, src, dim, index):
 def _(n, g):
     return (g if n.needs_input_grad[0] else None,
             _src_grad(n, g) if n.needs_input_grad[1] else None)
+
+
+# --- shape rules (used by the compiler's capture instead of running the kernel) ------------
+@gather.defshape
+def _(specs, dim, index):
+    return tuple(np.shape(index)), specs[0].dtype
+
+
+for _op in (scatter, scatter_add, index_put):
+    _op.shape_rule = lambda specs, **_: (specs[0].shape, specs[0].dtype)

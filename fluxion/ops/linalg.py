@@ -168,3 +168,25 @@ def _(n, g):
     a = n.attrs
     return (apply(OPS["unfold"], g, kernel=a["kernel"], stride=a["stride"],
                   dilation=a["dilation"]),)
+
+
+# --- shape rules (used by the compiler's capture instead of running the kernel) ------------
+@matmul.defshape
+def _(specs):
+    a, b = specs
+    batch = np.broadcast_shapes(a.shape[:-2], b.shape[:-2])
+    return (*batch, a.shape[-2], b.shape[-1]), np.result_type(a.dtype, b.dtype)
+
+
+@unfold.defshape
+def _(specs, kernel, stride, dilation):
+    n, c, h, w = specs[0].shape
+    oh = (h - dilation[0] * (kernel[0] - 1) - 1) // stride[0] + 1
+    ow = (w - dilation[1] * (kernel[1] - 1) - 1) // stride[1] + 1
+    return (n, c * kernel[0] * kernel[1], oh * ow), specs[0].dtype
+
+
+@fold.defshape
+def _(specs, size, kernel, stride, dilation):
+    n, ckk = specs[0].shape[:2]
+    return (n, ckk // (kernel[0] * kernel[1]), *size), specs[0].dtype

@@ -185,3 +185,53 @@ def _(n, g):
         for op, attrs in chain:
             gs = apply(op, gs, **attrs)
     return gb, gs
+
+
+# --- shape rules (what the compiler's capture uses instead of running the kernel) ---------
+@reshape.defshape
+def _(specs, shape):
+    return tuple(shape), specs[0].dtype
+
+
+@permute.defshape
+def _(specs, dims):
+    return tuple(specs[0].shape[d] for d in dims), specs[0].dtype
+
+
+@expand.defshape
+def _(specs, shape):
+    return tuple(shape), specs[0].dtype
+
+
+@slice_.defshape
+def _(specs, key):
+    s = specs[0]
+    probe = np.lib.stride_tricks.as_strided(np.zeros(1, np.int8), s.shape, (0,) * len(s.shape))
+    return probe[key].shape, s.dtype
+
+
+@slice_backward.defshape
+def _(specs, shape, key):
+    return tuple(shape), specs[0].dtype
+
+
+@cat.defshape
+def _(specs, dim=0):
+    kept = [s for s in specs if not _legacy_empty(s.shape)] or specs[:1]
+    shape = list(kept[0].shape)
+    shape[dim] = sum(s.shape[dim] for s in kept)
+    return tuple(shape), kept[0].dtype
+
+
+for _op in (flip, roll, tril, triu, clone):
+    _op.shape_rule = lambda specs, **_: (specs[0].shape, specs[0].dtype)
+
+
+@pad.defshape
+def _(specs, widths, value=0.0):
+    return tuple(s + b + e for s, (b, e) in zip(specs[0].shape, widths)), specs[0].dtype
+
+
+@view_scatter.defshape
+def _(specs, chain):
+    return specs[0].shape, specs[0].dtype

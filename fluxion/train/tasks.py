@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 import math
 import os
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -56,9 +56,12 @@ def train_mnist(args: argparse.Namespace) -> list[dict[str, Any]]:
 
     fluxion.manual_seed(args.seed)
     (xtr, ytr), (xte, yte), source = mnist_tensors(args.data_dir)
-    if args.limit:
-        xtr, ytr = xtr[: args.limit], ytr[: args.limit]
-        xte, yte = xte[: args.limit], yte[: args.limit]
+    if args.limit:  # a seeded random subset: the embedded digits are ordered by label
+        pick = fluxion.Generator().manual_seed(args.seed)
+        keep = fluxion.randperm(len(ytr), generator=pick)[: args.limit]
+        xtr, ytr = xtr[keep], ytr[keep]
+        keep = fluxion.randperm(len(yte), generator=pick)[: args.limit]
+        xte, yte = xte[keep], yte[keep]
     print(f"MNIST: {len(ytr)} training and {len(yte)} test images from {source}")
     gen = fluxion.Generator().manual_seed(args.seed)
     train_loader = DataLoader(TensorDataset(xtr, ytr), batch_size=args.batch_size, shuffle=True,
@@ -86,18 +89,22 @@ def _report_files(out: str) -> None:
 
 class _Blocks:
     """Random (x, y) next-character blocks from a token array: an epoch is ``steps``
-    batches drawn with a seeded generator."""
+    batches drawn with a seeded generator. With ``repeat`` every pass draws the same
+    batches (for evaluation: comparable across epochs, and the same after a resume)."""
 
     def __init__(self, tokens: np.ndarray, block: int, batch: int, steps: int,
-                 generator: fluxion.Generator) -> None:
+                 generator: fluxion.Generator, repeat: bool = False) -> None:
         self.tokens, self.block, self.batch, self.steps = tokens, block, batch, steps
         self.sampler = self  # fit() saves and restores ``sampler.generator`` for resume
         self.generator = generator
+        self._start = generator.get_state() if repeat else None
 
     def __len__(self) -> int:
         return self.steps
 
     def __iter__(self) -> Any:
+        if self._start is not None:
+            self.generator.set_state(self._start)
         hi = len(self.tokens) - self.block - 1
         for _ in range(self.steps):
             starts = fluxion.randint(0, hi, (self.batch,), generator=self.generator).numpy()
@@ -140,7 +147,7 @@ def train_charlm(args: argparse.Namespace) -> list[dict[str, Any]]:
     gen = fluxion.Generator().manual_seed(args.seed)
     train = _Blocks(train_tokens, args.block_size, args.batch_size, args.steps, gen)
     val_loader = _Blocks(val_tokens, args.block_size, args.batch_size, args.eval_steps,
-                         fluxion.Generator().manual_seed(args.seed + 1))
+                         fluxion.Generator().manual_seed(args.seed + 1), repeat=True)
     decay = [p for p in model.parameters() if p.ndim >= 2]
     no_decay = [p for p in model.parameters() if p.ndim < 2]
     optimizer = AdamW([{"params": decay, "weight_decay": 0.1},
@@ -182,7 +189,7 @@ def sample(args: argparse.Namespace) -> str:
     model.load_state_dict(state["model"])
 
     class _Vocab:
-        stoi = {c: i for i, c in enumerate(itos)}
+        stoi: ClassVar[dict[str, int]] = {c: i for i, c in enumerate(itos)}
 
         @staticmethod
         def encode(s: str) -> list[int]:

@@ -16,7 +16,7 @@ from fluxion.ops.registry import OPS
 
 CTYPE = {np.dtype(np.float32): "float", np.dtype(np.float64): "double",
          np.dtype(bool): "uint8_t"}
-PARALLEL_MIN = 1 << 15  # below this, threads cost more than they save
+PARALLEL_MIN = 1 << 18  # below this, threads cost more than they save
 
 HEADER = """#include <stdint.h>
 #include <tgmath.h>
@@ -71,7 +71,7 @@ def _expr(graph: Graph, i: int, names: dict[Any, str]) -> str:
         expr = expr.replace("hi", _literal(math.inf if hi is None else hi, ctype))
     for sym, val in zip("abc", ops):
         expr = re.sub(rf"\b{sym}\b", f"({val})", expr)
-    return f"(({ctype}){expr})"
+    return f"(({ctype})({expr}))"
 
 
 def render_kernel(graph: Graph, k: Kernel) -> str:
