@@ -47,7 +47,7 @@ def _encode(obj: Any, tensors: dict[str, np.ndarray], path: str) -> Any:
     if obj is None or isinstance(obj, (bool, int, str)):
         return obj
     if isinstance(obj, float):
-        return obj if np.isfinite(obj) else {"__float__": repr(obj)}
+        return obj if np.isfinite(obj) else {"__float__": repr(float(obj))}  # (np.float64)
     if isinstance(obj, np.generic):
         return _encode(obj.item(), tensors, path)
     if isinstance(obj, DType):

@@ -3,6 +3,7 @@ metrics, a plot, checkpoints every epoch, and exact resume."""
 
 from __future__ import annotations
 
+import itertools
 import os
 import time
 from collections.abc import Callable, Iterable
@@ -163,10 +164,7 @@ def fit(model: Module, optimizer: Any, train_loader: Any,
 
 
 def _take(it: Iterable[Any], n: int) -> Iterable[Any]:
-    for i, item in enumerate(it):
-        if i >= n:
-            break
-        yield item
+    yield from itertools.islice(it, n)  # (never fetches batch n + 1)
 
 
 def _summary(r: dict[str, Any]) -> str:
