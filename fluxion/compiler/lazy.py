@@ -257,7 +257,12 @@ class Segment:
                       outputs=outputs)
         t0 = time.perf_counter()
         program = self.owner._program_for(graph, reason)
-        results = program.run(self.inputs)
+        targets = {}  # output position -> the memory that value must end up in
+        for t, memory in self.mutations.values():
+            d = t._data
+            if isinstance(d, LazyArray) and d.segment is self and d.value is None:
+                targets[index[d.ref]] = memory
+        results = program.run(self.inputs, targets)
         self.owner.timings["run_s"] += time.perf_counter() - t0
         for la in live:
             la.value = results[index[la.ref]]

@@ -36,9 +36,20 @@ class Program:
     _fns: dict[str, Any] = field(default_factory=dict)
     _last_use: dict[tuple, int] = field(default_factory=dict)
     _free_at: dict[int, list[tuple]] = field(default_factory=dict)
+    _in_last_use: dict[int, int] = field(default_factory=dict)
+    _scratch_ok: set[str] = field(default_factory=set)
+    _scratch: dict[str, np.ndarray] = field(default_factory=dict)
+    _targets: dict[tuple, np.ndarray] = field(default_factory=dict)
+    _inputs: list[np.ndarray] = field(default_factory=list)
 
-    def run(self, inputs: list[np.ndarray]) -> list[np.ndarray]:
-        """Execute on ``inputs``; returns the output arrays."""
+    def run(self, inputs: list[np.ndarray],
+            targets: dict[int, np.ndarray] | None = None) -> list[np.ndarray]:
+        """Execute on ``inputs``; returns the output arrays. ``targets`` maps output
+        positions to the memory they must end up in (in-place writes of the captured
+        code): a kernel writes straight there when nothing later reads the old contents."""
+        self._targets = {self.graph.outputs[j]: m for j, m in (targets or {}).items()
+                         if is_ref(self.graph.outputs[j])}
+        self._inputs = inputs
         env: dict[tuple, Any] = {("in", k): a for k, a in enumerate(inputs)}
         for k, c in enumerate(self.graph.consts):
             env[("const", k)] = c
@@ -46,7 +57,7 @@ class Program:
         for step, i in enumerate(self.schedule):
             k = roots.get(i)
             if k is not None:
-                env[("n", i)] = self._run_kernel(k, env)
+                env[("n", i)] = self._run_kernel(k, env, step)
             else:
                 self._run_library(i, env)
             if config.verify:
@@ -74,7 +85,24 @@ class Program:
         else:
             env[("n", i)] = np.asarray(out)
 
-    def _run_kernel(self, k: Kernel, env: dict) -> np.ndarray:
+    def _out_buffer(self, k: Kernel, step: int) -> np.ndarray:
+        """Where kernel k writes: the in-place target when safe, a reused scratch buffer
+        for a value that never leaves the graph, else fresh memory."""
+        root = self.graph.nodes[k.root]
+        target = self._targets.get(("n", k.root))
+        if target is not None and target.shape == root.shape and target.dtype == root.dtype \
+                and target.flags.c_contiguous and target.flags.writeable:
+            if all(self._in_last_use.get(j, -1) <= step
+                   or not np.may_share_memory(target, a) for j, a in enumerate(self._inputs)):
+                return target
+        if k.name in self._scratch_ok:
+            buf = self._scratch.get(k.name)
+            if buf is None:
+                buf = self._scratch[k.name] = np.empty(root.shape, root.dtype)
+            return buf
+        return np.empty(root.shape, root.dtype)
+
+    def _run_kernel(self, k: Kernel, env: dict, step: int) -> np.ndarray:
         root = self.graph.nodes[k.root]
         fn = self._fns[k.name]
         if self.backend == "numpy":
@@ -86,7 +114,7 @@ class Program:
             a = np.ascontiguousarray(env[r], dtype=d)
             keep.append(a)
             args.append(a.ctypes.data)
-        out = np.empty(root.shape, root.dtype)
+        out = self._out_buffer(k, step)
         args.append(out.ctypes.data)
         fn(*args)
         return out
@@ -162,4 +190,17 @@ def build_program(graph: Graph, backend: str = "auto") -> Program:
                 prog._last_use[r] = step
     for r, step in prog._last_use.items():
         prog._free_at.setdefault(step, []).append(r)
+    for step, i in enumerate(schedule):
+        reads = roots[i].inputs if i in roots else node_refs(opt.nodes[i])
+        for r in reads:
+            if r[0] == "in":
+                prog._in_last_use[r[1]] = step
+    # memory planning: a kernel result that only compute ops read (no views, not an
+    # output) gets one buffer, reused on every call
+    users = opt.users()
+    for k in kernels:
+        if ("n", k.root) in outputs:
+            continue
+        if all(not OPS[opt.nodes[u].op].view for u in users[k.root]):
+            prog._scratch_ok.add(k.name)
     return prog

@@ -86,7 +86,7 @@ def render_kernel(graph: Graph, k: Kernel) -> str:
         params.append(f"const {ct}* restrict in{j}")
         names[r] = f"x{j}"
         loads.append(f"    const {ct} x{j} = in{j}[{_index_expr(shape, root.shape)}];")
-    params.append(f"{CTYPE[root.dtype]}* restrict out")
+    params.append(f"{CTYPE[root.dtype]}* out")  # may be an input's memory (in place)
     body = []
     for m in k.nodes:
         nm = f"t{m}"
