@@ -56,6 +56,8 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("--out", default=out, help="directory for checkpoint, metrics, plot")
         p.add_argument("--resume", action="store_true", help="continue from the checkpoint")
         p.add_argument("--no-progress", action="store_true", help="no progress bars")
+        p.add_argument("--compile", action="store_true",
+                       help="run each training step compiled (fluxion.compile)")
 
     m = models.add_parser("mnist", help="the classic MNIST network")
     common(m, "runs/mnist", 10)

@@ -38,6 +38,20 @@ class CompileStats:
     recompiles: list[Recompile] = field(default_factory=list)
 
 
+def dynamic_ok(dynamic: bool | None) -> bool:
+    """``dynamic=False`` pins every value; None (default) adapts after a change."""
+    return dynamic is not False
+
+
+def _strip_literals(key: tuple) -> tuple:
+    """A graph key with the Python numbers in op arguments blanked out."""
+    from fluxion.compiler.passes.rewrite import is_ref
+
+    inputs, nodes, outputs, consts = key
+    return (inputs, tuple((n[0], tuple(a if is_ref(a) else "#" for a in n[1]), *n[2:])
+                          for n in nodes), outputs, consts)
+
+
 def _describe_change(old: tuple, new: tuple) -> str:
     (oin, onodes, oout, _), (nin, nnodes, nout, _) = old, new
     if oin != nin:
@@ -75,6 +89,7 @@ class CompiledFunction:
         self.timings: dict[str, float] = {"run_s": 0.0}
         self.last_programs: list[Program] = []
         self._warned_limit = False
+        self.lift_scalars = dynamic is True  # Python scalars as inputs, not constants
         functools.update_wrapper(self, fn)
 
     # compat with the Segment protocol
@@ -152,6 +167,11 @@ class CompiledFunction:
             prog.times["total"] = time.perf_counter() - t
             self.programs[key] = prog
         if key not in seen:
+            if seen and not self.lift_scalars and dynamic_ok(self.dynamic) \
+                    and _strip_literals(seen[-1]) == _strip_literals(key):
+                # only Python numbers changed: from the next call they are inputs (one
+                # more graph instead of one per value), as torch.compile's automatic dynamic
+                self.lift_scalars = True
             if seen:
                 why = _describe_change(seen[-1], key)
                 self.stats.recompiles.append(Recompile(why, slot))

@@ -196,6 +196,12 @@ class Segment:
         specs = [Spec(a.shape, a.dtype) if isinstance(a, (LazyArray, np.ndarray)) else a
                  for a in arrays]
         shape, dtype = op.infer(*specs, **{k: _attr_value(v) for k, v in attrs.items()})
+        if self.owner.lift_scalars and op.kind in ("unary", "binary", "ternary"):
+            # scalars that change between calls (a learning rate...) become inputs
+            like = next((a.dtype for a in arrays if isinstance(a, (LazyArray, np.ndarray))),
+                        None)
+            arrays = [np.asarray(a, like) if like is not None and type(a) in (int, float)
+                      else a for a in arrays]
         args = tuple(self._ref(a) for a in arrays)
         gattrs = {k: self._attr(v) for k, v in attrs.items()}
         aux = tuple((shape, np.dtype(np.int64)) for _ in range(op.n_aux))

@@ -147,8 +147,10 @@ def adagrad(
     """The functional Adagrad update (call under ``no_grad``)."""
     lr = _to_scalar(lr)
     for param, grad, state_sum, step_t in zip(params, grads, state_sums, state_steps):
+        # read the count before the in-place increment: inside fluxion.compile the
+        # incremented value is not computed yet, and reading it would split the graph
+        step = step_t.item() + 1
         step_t.add_(1)
-        step = step_t.item()
         grad = -grad if maximize else grad
         if weight_decay != 0:
             grad = grad.add(param, alpha=weight_decay)

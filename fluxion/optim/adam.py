@@ -179,6 +179,9 @@ def adam(
     for i, param in enumerate(params):
         grad = -grads[i] if maximize else grads[i]
         exp_avg, exp_avg_sq, step_t = exp_avgs[i], exp_avg_sqs[i], state_steps[i]
+        # read the count before the in-place increment: inside fluxion.compile the
+        # incremented value is not computed yet, and reading it would split the graph
+        step = step_t.item() + 1
         step_t.add_(1)
         if weight_decay != 0:
             if decoupled_weight_decay:
@@ -188,7 +191,6 @@ def adam(
         exp_avg.lerp_(grad, 1 - beta1)
         exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
 
-        step = step_t.item()
         bias_correction1 = 1 - beta1**step
         bias_correction2 = 1 - beta2**step
         step_size = _value(lr / bias_correction1)

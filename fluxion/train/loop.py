@@ -33,6 +33,7 @@ class FitConfig:
     max_steps_per_epoch: int | None = None
     name: str = "run"
     extra_state: dict[str, Any] = field(default_factory=dict)
+    compile: bool = False  # run each training step as one compiled graph
 
 
 def _accuracy(output: Tensor, target: Tensor) -> int:
@@ -103,6 +104,18 @@ def fit(model: Module, optimizer: Any, train_loader: Any,
         out = model(x)
         return loss_fn(out, y), out
 
+    def train_step(batch: Batch) -> tuple[Tensor, Tensor]:
+        optimizer.zero_grad()
+        loss, out = (step_fn or default_step)(batch)
+        loss.backward()
+        if cfg.clip_grad_norm is not None:
+            fluxion.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_grad_norm)
+        optimizer.step()
+        return loss.detach(), out.detach()
+
+    if cfg.compile:  # forward, backward and the update as one fused, generated graph
+        train_step = fluxion.compile(train_step)
+
     for epoch in range(start_epoch, cfg.epochs + 1):
         model.train()
         total = len(train_loader)
@@ -114,12 +127,7 @@ def fit(model: Module, optimizer: Any, train_loader: Any,
         t0 = time.perf_counter()
         seen, loss_sum, correct = 0, 0.0, 0
         for batch in bar:
-            optimizer.zero_grad()
-            loss, out = (step_fn or default_step)(batch)
-            loss.backward()
-            if cfg.clip_grad_norm is not None:
-                fluxion.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_grad_norm)
-            optimizer.step()
+            loss, out = train_step(batch)
             if scheduler is not None and cfg.scheduler_per == "step":
                 scheduler.step()
             y = batch[1]
