@@ -866,6 +866,9 @@ def view(input: Tensor, *shape: Any) -> Tensor:
     if len(shape) == 1 and isinstance(shape[0], _dtype.dtype):
         raise RuntimeError("view(dtype) is not supported; use .to(dtype)")
     s = _infer_shape("view", input, _shape_arg(shape))
+    d = input._data
+    if not has_data(d) and d.contiguous:  # a captured value laid out row-major: any view works
+        return label(apply(OPS["reshape"], input, shape=s), "ViewBackward0")
     try:
         input._data.view().shape = s  # NumPy refuses exactly when no view exists
     except AttributeError:

@@ -2,7 +2,7 @@
 
 x*1, 1*x, x+0, 0+x, x-0, x/1, x**1 -> x;  x**2 -> x*x;  neg(neg(x)) -> x;
 cast/reshape/permute/expand to what x already is -> x;  reshape(reshape(x)) -> reshape(x);
-permute(permute(x)) -> one permute."""
+permute(permute(x)) -> one permute;  argmax(x, d) after max(x, d) -> its indices."""
 
 from __future__ import annotations
 
@@ -44,8 +44,18 @@ def simplify(graph: Graph) -> Graph:
         s, d = graph.spec(r)
         return tuple(s) == tuple(n.shape) and d == n.dtype
 
+    max_nodes: dict[tuple, int] = {}  # (input, dim, op) -> max_dim/min_dim node
     for i, n in enumerate(nodes):
         args = tuple(cur(a) for a in n.args)
+        if n.op in ("max_dim", "min_dim"):
+            max_nodes[(args[0], n.attrs["dim"], n.op)] = i
+        elif n.op in ("argmax", "argmin") and n.attrs.get("dim") is not None:
+            j = max_nodes.get((args[0], n.attrs["dim"], "max_dim" if n.op == "argmax"
+                               else "min_dim"))
+            if j is not None:  # the indices max(dim) already computed (max-pool backward)
+                nodes[i] = GNode("reshape", (("aux", j, 0),), {"shape": n.shape}, n.shape,
+                                 n.dtype)
+                continue
         target = None
         if n.op == "mul":
             a, b = args
