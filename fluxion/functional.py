@@ -867,10 +867,9 @@ def view(input: Tensor, *shape: Any) -> Tensor:
         raise RuntimeError("view(dtype) is not supported; use .to(dtype)")
     s = _infer_shape("view", input, _shape_arg(shape))
     d = input._data
-    if not has_data(d) and d.contiguous:  # a captured value laid out row-major: any view works
-        return label(apply(OPS["reshape"], input, shape=s), "ViewBackward0")
+    probe = d if has_data(d) else d.probe()  # a captured value: ask its layout
     try:
-        input._data.view().shape = s  # NumPy refuses exactly when no view exists
+        probe.view().shape = s  # NumPy refuses exactly when no view exists
     except AttributeError:
         raise RuntimeError(
             f"view size is not compatible with input tensor's size and stride (shape "
@@ -1516,7 +1515,9 @@ def masked_select(input: Tensor, mask: Tensor) -> Tensor:
     if mask.dtype is not _dtype.bool_:
         raise RuntimeError(f"masked_select: expected BoolTensor for mask, got {mask.dtype}")
     x, m = broadcast_tensors(input, mask)
-    return apply(OPS["index"], x, key=(m._data,))
+    # the result's size depends on the mask's values: inside fluxion.compile, a graph break
+    return apply(OPS["index"], x, key=(m._arr("masked_select: the output size depends on the "
+                                              "mask"),))
 
 
 def nonzero(input: Tensor, *, as_tuple: bool = False) -> Any:

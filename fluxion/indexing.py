@@ -11,9 +11,17 @@ from fluxion.ops.registry import label
 from fluxion.tensor import Tensor
 
 
+def _is_array(k: Any) -> bool:
+    """An index array (NumPy's, or a value ``fluxion.compile`` has not computed yet)."""
+    return hasattr(k, "shape") and hasattr(k, "dtype") and not isinstance(k, np.generic)
+
+
 def _convert(item: Any) -> Any:
     if isinstance(item, Tensor):
         arr = item._data
+        if type(arr) is not np.ndarray and arr.dtype.kind == "b":
+            # the result's size depends on the mask's values
+            arr = item._arr("indexing with a boolean mask (the result's size depends on it)")
         if arr.dtype.kind == "f":
             raise IndexError("tensors used as indices must be long, int, byte or bool tensors "
                              f"(got {item.dtype})")
@@ -46,7 +54,7 @@ def normalize(x: Tensor, key: Any) -> tuple[tuple, tuple | None]:
     items = key if isinstance(key, tuple) else (key,)
     out = [_convert(k) for k in items]
     consumed = [
-        (k.ndim if k.dtype.kind == "b" else 1) if isinstance(k, np.ndarray) else
+        (k.ndim if k.dtype.kind == "b" else 1) if _is_array(k) else
         0 if k is None or k is Ellipsis else 1
         for k in out
     ]
@@ -66,7 +74,7 @@ def normalize(x: Tensor, key: Any) -> tuple[tuple, tuple | None]:
         elif k is None:
             basic.append(None)
             adv.append(slice(None))
-        elif isinstance(k, np.ndarray):
+        elif _is_array(k):
             basic.extend([slice(None)] * n)
             adv.append(k)
             dim += n
@@ -81,7 +89,7 @@ def normalize(x: Tensor, key: Any) -> tuple[tuple, tuple | None]:
                 adv.append(slice(None))
             basic.append(k)
             dim += 1
-    if not any(isinstance(k, np.ndarray) for k in adv):
+    if not any(_is_array(k) for k in adv):
         return tuple(basic), None
     return tuple(basic), tuple(adv)
 

@@ -177,12 +177,15 @@ class CompiledFunction:
                 self.stats.recompiles.append(Recompile(why, slot))
                 if len(seen) >= config.recompile_limit and not self._warned_limit:
                     self._warned_limit = True
-                    warnings.warn(
+                    where = user_location()
+                    file, _, line = where.rpartition(":")
+                    warnings.warn_explicit(
                         f"fluxion.compile: {self.__name__} has been compiled for "
                         f"{len(seen) + 1} different graphs at one place (limit "
                         f"{config.recompile_limit}); the last change: {why}. Pass "
                         "dynamic=True, keep shapes fixed, or raise "
-                        "fluxion.compiler.config.recompile_limit.", RuntimeWarning, stacklevel=4)
+                        "fluxion.compiler.config.recompile_limit.", RuntimeWarning, file,
+                        int(line) if line.isdigit() else 0)
             seen.append(key)
             self.order.append(key)
             self.stats.graphs += 1

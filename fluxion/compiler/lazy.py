@@ -44,14 +44,26 @@ class LazyArray:
     """A value of the graph being captured: shape and dtype now, data after the segment
     runs. Anything that needs the data realises it (a graph break)."""
 
-    __slots__ = ("shape", "dtype", "segment", "ref", "value", "contiguous", "__weakref__")
+    __slots__ = ("shape", "dtype", "segment", "ref", "value", "estrides", "is_view",
+                 "__weakref__")
 
     def __init__(self, segment: Segment, ref: tuple, shape: tuple[int, ...],
-                 dtype: np.dtype, contiguous: bool = True) -> None:
+                 dtype: np.dtype, estrides: tuple[int, ...] | None = None,
+                 is_view: bool = False) -> None:
         self.segment, self.ref = segment, ref
         self.shape, self.dtype = tuple(shape), np.dtype(dtype)
         self.value: np.ndarray | None = None
-        self.contiguous = contiguous
+        # the layout it would have in memory (element strides): views keep their base's
+        self.estrides = _c_strides(self.shape) if estrides is None else tuple(estrides)
+        self.is_view = is_view
+
+    @property
+    def contiguous(self) -> bool:
+        return self.estrides == _c_strides(self.shape) or self.size <= 1
+
+    def probe(self) -> np.ndarray:
+        """A memory-less stand-in with this layout (never read): for layout questions."""
+        return _probe(self.shape, self.estrides)
 
     @property
     def ndim(self) -> int:
@@ -141,14 +153,33 @@ def user_location() -> str:
     return "<fluxion>"
 
 
-def _contiguous_view(op: Op, src: Any, attrs: dict) -> bool:
-    """Whether a view op keeps a row-major layout (to decide reshape's view-or-copy)."""
+def _c_strides(shape: tuple[int, ...]) -> tuple[int, ...]:
+    out, acc = [], 1
+    for n in reversed(shape):
+        out.append(acc)
+        acc *= max(n, 1)
+    return tuple(reversed(out))
+
+
+def _probe(shape: tuple[int, ...], estrides: tuple[int, ...]) -> np.ndarray:
+    return np.lib.stride_tricks.as_strided(np.zeros(1, np.int8), shape, estrides)
+
+
+def _view_layout(op: Op, src: Any, attrs: dict) -> tuple[tuple[int, ...], bool]:
+    """Element strides of a view op's result, and whether it is a view at all (a reshape
+    that no view can express copies, as NumPy's and PyTorch's do)."""
+    if isinstance(src, LazyArray):
+        probe = src.probe()
+    else:
+        probe = _probe(src.shape, tuple(st // src.itemsize for st in src.strides))
     if op.name == "reshape":
-        return getattr(src, "contiguous", True) if isinstance(src, LazyArray) else bool(
-            getattr(getattr(src, "flags", None), "c_contiguous", True))
-    if op.name == "permute":
-        return tuple(attrs["dims"]) == tuple(range(len(attrs["dims"])))
-    return False
+        try:
+            v = probe.view()
+            v.shape = attrs["shape"]
+        except AttributeError:
+            return _c_strides(tuple(attrs["shape"])), False
+        return v.strides, True
+    return op.forward(np, probe, **attrs).strides, True
 
 
 class Segment:
@@ -207,8 +238,11 @@ class Segment:
         aux = tuple((shape, np.dtype(np.int64)) for _ in range(op.n_aux))
         i = len(self.nodes)
         self.nodes.append(GNode(op.name, args, gattrs, tuple(shape), np.dtype(dtype), aux))
-        contiguous = True if not op.view else _contiguous_view(op, arrays[0], attrs)
-        out = LazyArray(self, ("n", i), shape, dtype, contiguous)
+        if op.view:
+            estrides, is_view = _view_layout(op, arrays[0], attrs)
+            out = LazyArray(self, ("n", i), shape, dtype, estrides, is_view)
+        else:
+            out = LazyArray(self, ("n", i), shape, dtype)
         self.lazies.append(weakref.ref(out))
         if not op.n_aux:
             return out

@@ -257,6 +257,11 @@ def cast(xp, a, dtype):
     return a.astype(dtype.np)
 
 
+@cast.defshape
+def _(specs, dtype):
+    return specs[0].shape, dtype.np
+
+
 @cast.defgrad
 def _(n, g):
     return (g,)  # the engine casts the gradient back to the input's dtype

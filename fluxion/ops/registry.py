@@ -95,7 +95,10 @@ class Op:
             return _elementwise_rule(self, specs)
         if self.name in _DIMS_REDUCTIONS:
             shape, dtype = _reduce_rule(specs, **attrs)
-            return shape, np.dtype(bool) if self.name in ("all", "any") else dtype
+            if self.name in ("sum", "prod"):  # NumPy widens small ints and bools
+                dtype = np.sum(np.zeros(1, dtype)).dtype
+            return shape, dtype if self.name not in ("all", "any") or dtype == np.uint8 \
+                else np.dtype(bool)
         return _abstract_eval(self, specs, attrs)
 
     def __repr__(self) -> str:
@@ -131,10 +134,11 @@ def _elementwise_rule(op: Op, specs: list) -> tuple[tuple[int, ...], np.dtype]:
     shape = np.broadcast_shapes(*(s.shape for s in arrays))
     if op.dtype_rule == "bool":
         return shape, np.dtype(bool)
-    # the public wrappers cast operands to the result dtype before the kernel runs;
+    # what the NumPy kernel gives: array dtypes promote, Python scalars are weak;
     # where's condition is the bool operand that does not count
-    values = arrays[1:] if op.kind == "ternary" and len(arrays) > 1 else arrays
-    return shape, values[0].dtype
+    operands = specs[1:] if op.kind == "ternary" else specs
+    dts = [s.dtype if isinstance(s, Spec) else s for s in operands if s is not None]
+    return shape, np.result_type(*dts)
 
 
 def _reduce_rule(specs: list, dims: tuple[int, ...] | None = None,
@@ -246,8 +250,7 @@ def apply(op: Op, *inputs: Any, **attrs: Any) -> Any:
     if type(out) is not _ndarray and seg is None:
         out = np.asarray(out)
     result = Tensor._make(out)
-    if op.view and (np.may_share_memory(out, arrays[0]) if seg is None
-                    else op.name != "reshape" or out.contiguous):
+    if op.view and (np.may_share_memory(out, arrays[0]) if seg is None else out.is_view):
         src = inputs[0]
         result._vbox = src._vbox
         result._base = src if src._base is None else src._base
