@@ -38,6 +38,7 @@ from fluxion.autograd.grad_mode import (
     set_grad_enabled,
 )
 from fluxion.backends import cuda, device
+from fluxion.compiler import compile, explain
 from fluxion.creation import (
     arange,
     as_tensor,
@@ -56,6 +57,7 @@ from fluxion.creation import (
     zeros_like,
 )
 from fluxion.functional import *
+from fluxion.nn.functional import log_softmax, softmax
 from fluxion.random import (
     Generator,
     bernoulli,
@@ -75,8 +77,6 @@ from fluxion.random import (
     seed,
     set_rng_state,
 )
-from fluxion.compiler import compile, explain
-from fluxion.nn.functional import log_softmax, softmax
 from fluxion.serialization import load, save
 from fluxion.tensor import Size, Tensor
 

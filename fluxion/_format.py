@@ -74,7 +74,7 @@ def _fmt_dim(data: np.ndarray, indent: int, summarize: bool, fmt: _Formatter) ->
     n = data.shape[0]
     cut = summarize and n > 2 * EDGEITEMS
     if data.ndim == 1:
-        idx = list(range(EDGEITEMS)) + [-1] + list(range(n - EDGEITEMS, n)) if cut else range(n)
+        idx = [*list(range(EDGEITEMS)), -1, *list(range(n - EDGEITEMS, n))] if cut else range(n)
         items = [" ..." if i == -1 else fmt.format(data[i].item()) for i in idx]
         per_line = max(1, math.floor((LINEWIDTH - indent) / (fmt.width + 2)))
         lines = [", ".join(items[i:i + per_line]) for i in range(0, len(items), per_line)]

@@ -14,8 +14,8 @@ from fluxion.autograd.grad_mode import state
 from fluxion.backends import device, resolve
 from fluxion.indexing import getitem, setitem
 from fluxion.ops import OPS, apply
-from fluxion.ops.registry import capture, label, run_kernel
 from fluxion.ops.elementwise import call_binary, call_unary, wrap_int
+from fluxion.ops.registry import capture, label, run_kernel
 from fluxion.tensor import Tensor
 
 
@@ -397,7 +397,8 @@ def _ipow(self: Tensor, other: Any) -> Tensor:
 _METHODS: dict[str, Any] = {
     # operators
     "__add__": _binop("add"), "__radd__": _binop("add"), "__sub__": F.sub,
-    "__rsub__": lambda self, other: F.sub(other, self), "__mul__": _binop("mul"), "__rmul__": _binop("mul"),
+    "__rsub__": lambda self, other: F.sub(other, self), "__mul__": _binop("mul"),
+    "__rmul__": _binop("mul"),
     "__truediv__": _binop("div"), "__rtruediv__": _swap("div"),
     "__floordiv__": F.floor_divide, "__rfloordiv__": _swap("floor_divide"),
     "__mod__": F.remainder, "__rmod__": _swap("remainder"), "__pow__": F.pow,

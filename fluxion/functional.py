@@ -5,6 +5,7 @@ built from them. ``Tensor`` methods are these same functions (see ``_tensor_meth
 from __future__ import annotations
 
 import builtins
+import itertools
 import math
 from collections import namedtuple
 from collections.abc import Sequence
@@ -15,8 +16,8 @@ import numpy as np
 from fluxion import _dtype
 from fluxion.creation import tensor as _new_tensor
 from fluxion.ops import OPS, apply
-from fluxion.ops.registry import label
 from fluxion.ops.elementwise import call_binary, call_unary
+from fluxion.ops.registry import label
 from fluxion.tensor import Tensor
 
 Number = bool | int | float
@@ -84,7 +85,8 @@ def div(input: TensorOrNumber, other: TensorOrNumber, *,
     """True division (always floating), or ``'trunc'`` / ``'floor'`` rounding.
 
     >>> import fluxion
-    >>> fluxion.div(fluxion.tensor([7, -7]), 2), fluxion.div(fluxion.tensor([7, -7]), 2, rounding_mode="floor")
+    >>> x = fluxion.tensor([7, -7])
+    >>> fluxion.div(x, 2), fluxion.div(x, 2, rounding_mode="floor")
     (tensor([ 3.5000, -3.5000]), tensor([ 3, -4]))
     """
     if rounding_mode is None:
@@ -301,9 +303,8 @@ def clamp(input: Tensor, min: TensorOrNumber | None = None,
         if max is not None:
             out = minimum(out, max if isinstance(max, Tensor) else _new_tensor(max))
         return out
-    if isinstance(min, float) or isinstance(max, float):
-        if input.dtype.category < 2:
-            input = input.to(_dtype.get_default_dtype())
+    if (isinstance(min, float) or isinstance(max, float)) and input.dtype.category < 2:
+        input = input.to(_dtype.get_default_dtype())
     return call_unary("clamp", input, min=min, max=max)
 
 
@@ -419,7 +420,8 @@ def where(condition: Tensor, input: TensorOrNumber | None = None,
     try:
         np.broadcast_shapes(*shapes)
     except ValueError:
-        raise RuntimeError(f"where(): shapes {[list(s) for s in shapes]} do not broadcast") from None
+        raise RuntimeError(f"where(): shapes {[list(s) for s in shapes]} do not "
+                           "broadcast") from None
     if not isinstance(a, Tensor):
         a = Tensor._make(np.asarray(a, dtype=rd.np))
     if not isinstance(b, Tensor):
@@ -815,10 +817,11 @@ def _shape_arg(shape: Sequence[Any]) -> tuple[int, ...]:
     if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
         shape = shape[0]
     for s in shape:
-        if not isinstance(s, (int, np.integer)) or isinstance(s, bool):
-            if not (isinstance(s, Tensor) and s.numel() == 1 and not s.is_floating_point()):
-                raise TypeError(f"shape must be a sequence of ints, but got {type(s).__name__} "
-                                f"({s!r}) in {list(shape)}")
+        int_like = isinstance(s, (int, np.integer)) and not isinstance(s, bool)
+        tensor_int = isinstance(s, Tensor) and s.numel() == 1 and not s.is_floating_point()
+        if not (int_like or tensor_int):
+            raise TypeError(f"shape must be a sequence of ints, but got {type(s).__name__} "
+                            f"({s!r}) in {list(shape)}")
     return tuple(int(s) for s in shape)
 
 
@@ -1074,7 +1077,7 @@ def flatten(input: Tensor, start_dim: int = 0, end_dim: int = -1) -> Tensor:
     if s > e:
         raise RuntimeError("flatten() has invalid args: start_dim cannot come after end_dim")
     shape = input._data.shape
-    new = shape[:s] + (math.prod(shape[s:e + 1]),) + shape[e + 1:]
+    new = (*shape[:s], math.prod(shape[s:e + 1]), *shape[e + 1:])
     return reshape(input, new)
 
 
@@ -1248,7 +1251,7 @@ def stack(tensors: Sequence[Tensor], dim: int = 0) -> Tensor:
     if len(shapes) > 1:
         raise RuntimeError(f"stack expects each tensor to be equal size, but got "
                            f"{[list(s) for s in [x.shape for x in tensors]]}")
-    return cat([unsqueeze(x, dim) for x in tensors], dim if dim >= 0 else dim)
+    return cat([unsqueeze(x, dim) for x in tensors], dim)
 
 
 def hstack(tensors: Sequence[Tensor]) -> Tensor:
@@ -1299,7 +1302,7 @@ def tensor_split(input: Tensor, indices_or_sections: Any, dim: int = 0) -> tuple
     else:
         idx = [0, *list(indices_or_sections), size]
         sizes = [builtins.max(0, builtins.min(b, size) - builtins.min(a, size))
-                 for a, b in zip(idx, idx[1:])]
+                 for a, b in itertools.pairwise(idx)]
     return split(input, sizes, d)
 
 
@@ -1386,8 +1389,9 @@ def _check_index_shape(name: str, x: Tensor, dim: int, index: np.ndarray) -> Non
                            f"input tensor ({list(index.shape)} vs {list(x.shape)})")
     size = x._data.shape[dim] if x.ndim else 1
     if has_data(index) and index.size and (index.min() < -size or index.max() >= size):
-        raise RuntimeError(f"{name}(): index {int(index.max() if index.max() >= size else index.min())}"
-                           f" is out of bounds for dimension {dim} with size {size}")
+        bad = int(index.max() if index.max() >= size else index.min())
+        raise RuntimeError(f"{name}(): index {bad} is out of bounds for dimension {dim} with "
+                           f"size {size}")
 
 
 def gather(input: Tensor, dim: int, index: Tensor) -> Tensor:

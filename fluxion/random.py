@@ -230,7 +230,8 @@ def multinomial(input: Tensor, num_samples: int, replacement: bool = False, *,
     if w.ndim not in (1, 2):
         raise RuntimeError(f"multinomial: prob_dist must be 1 or 2 dim, got {w.ndim}")
     if np.any(w < 0) or not np.all(np.isfinite(w)):
-        raise RuntimeError("multinomial: probability tensor contains either inf, nan or element < 0")
+        raise RuntimeError("multinomial: probability tensor contains either inf, nan or "
+                           "element < 0")
     rows = w.reshape(-1, w.shape[-1])
     if not replacement and num_samples > rows.shape[1]:
         raise RuntimeError(
@@ -242,6 +243,7 @@ def multinomial(input: Tensor, num_samples: int, replacement: bool = False, *,
     for i, r in enumerate(rows):
         total = r.sum()
         if total <= 0:
-            raise RuntimeError("multinomial: invalid multinomial distribution (sum of probabilities <= 0)")
+            raise RuntimeError("multinomial: invalid multinomial distribution (sum of "
+                               "probabilities <= 0)")
         out[i] = rng.choice(r.size, size=num_samples, replace=replacement, p=r / total)
-    return Tensor._make(out.reshape(w.shape[:-1] + (num_samples,)))
+    return Tensor._make(out.reshape((*w.shape[:-1], num_samples)))

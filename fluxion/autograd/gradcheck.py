@@ -72,7 +72,8 @@ def gradcheck(
         if not (isinstance(x, Tensor) and x.requires_grad):
             continue
         if x._data.dtype != np.float64:
-            raise ValueError(f"gradcheck: input {i} is {x.dtype}; use float64 for a meaningful check")
+            raise ValueError(f"gradcheck: input {i} is {x.dtype}; use float64 for a meaningful "
+                             "check")
         num = _numerical(func, inputs, i, eps)
         ana = _analytical(func, inputs, i)
         for j, (a, n) in enumerate(zip(ana, num)):

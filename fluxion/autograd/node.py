@@ -6,7 +6,6 @@ import traceback
 from typing import TYPE_CHECKING, Any
 
 from fluxion.autograd.grad_mode import state
-
 from fluxion.tensor import Tensor
 
 if TYPE_CHECKING:

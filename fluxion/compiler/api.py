@@ -53,7 +53,7 @@ def _strip_literals(key: tuple) -> tuple:
 
 
 def _describe_change(old: tuple, new: tuple) -> str:
-    (oin, onodes, oout, _), (nin, nnodes, nout, _) = old, new
+    (oin, onodes, _oout, _), (nin, nnodes, _nout, _) = old, new
     if oin != nin:
         for k, (a, b) in enumerate(zip(oin, nin)):
             if a != b:
@@ -239,7 +239,7 @@ class OptimizedModule:
         return f"OptimizedModule({self._orig_mod!r})"
 
 
-def compile(fn: Any = None, *, fullgraph: bool = False, dynamic: bool | None = None,  # noqa: A001
+def compile(fn: Any = None, *, fullgraph: bool = False, dynamic: bool | None = None,
             backend: str = "auto", mode: str | None = None) -> Any:
     """Compile a function or module: ops are captured and run as fused, generated code
     (C, or NumPy without a compiler). Also a decorator, with or without arguments.

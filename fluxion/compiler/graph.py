@@ -65,7 +65,8 @@ class Graph:
         )
 
     def __str__(self) -> str:
-        lines = [f"graph({', '.join(f'%in{k}: {_ty(s, d)}' for k, (s, d) in enumerate(self.inputs))}):"]
+        params = ", ".join(f"%in{k}: {_ty(s, d)}" for k, (s, d) in enumerate(self.inputs))
+        lines = [f"graph({params}):"]
         for i, n in enumerate(self.nodes):
             args = ", ".join(_ref_str(a) for a in n.args)
             attrs = "".join(f", {k}={_attr_str(v)}" for k, v in n.attrs.items())

@@ -22,7 +22,6 @@ import numpy as np
 from fluxion.compiler.graph import GNode, Graph
 from fluxion.ops.registry import Op, Spec, capture
 
-
 state = capture  # ops.registry.apply consults state.segment
 
 
@@ -112,7 +111,8 @@ class LazyArray:
         return self.shape[0]
 
     def __repr__(self) -> str:
-        return f"LazyArray({self.shape}, {self.dtype}, {'ready' if self.value is not None else 'pending'})"
+        status = "ready" if self.value is not None else "pending"
+        return f"LazyArray({self.shape}, {self.dtype}, {status})"
 
 
 def _binary_dunder(name: str) -> Callable[..., Any]:
@@ -312,8 +312,9 @@ class Segment:
                 t._data = t._data.value
         for r in self.autograd_nodes:
             n = r()
-            if n is not None and isinstance(n._out_data, LazyArray) and n._out_data.value is not None:
-                n._out_data = n._out_data.value
+            d = n._out_data if n is not None else None
+            if isinstance(d, LazyArray) and d.value is not None:
+                n._out_data = d.value
         for t, memory in self.mutations.values():
             data = t._data.value if isinstance(t._data, LazyArray) else t._data
             if data is not memory:

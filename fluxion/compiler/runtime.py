@@ -11,7 +11,8 @@ from typing import Any
 import numpy as np
 
 from fluxion.compiler import cache
-from fluxion.compiler.codegen import c as c_codegen, numpy as np_codegen
+from fluxion.compiler.codegen import c as c_codegen
+from fluxion.compiler.codegen import numpy as np_codegen
 from fluxion.compiler.config import config
 from fluxion.compiler.fusion import Kernel, fuse
 from fluxion.compiler.graph import Graph
@@ -91,10 +92,10 @@ class Program:
         root = self.graph.nodes[k.root]
         target = self._targets.get(("n", k.root))
         if target is not None and target.shape == root.shape and target.dtype == root.dtype \
-                and target.flags.c_contiguous and target.flags.writeable:
-            if all(self._in_last_use.get(j, -1) <= step
-                   or not np.may_share_memory(target, a) for j, a in enumerate(self._inputs)):
-                return target
+                and target.flags.c_contiguous and target.flags.writeable \
+                and all(self._in_last_use.get(j, -1) <= step or not np.may_share_memory(target, a)
+                        for j, a in enumerate(self._inputs)):
+            return target
         if k.name in self._scratch_ok:
             buf = self._scratch.get(k.name)
             if buf is None:

@@ -70,7 +70,8 @@ def train_mnist(args: argparse.Namespace) -> list[dict[str, Any]]:
     model = MNISTNet()
     optimizer = SGD(model.parameters(), lr=args.lr, momentum=args.momentum)
     cfg = FitConfig(epochs=args.epochs, out_dir=args.out, resume=args.resume,
-                    progress=not args.no_progress, compile=getattr(args, "compile", False), name="mnist",
+                    progress=not args.no_progress, compile=getattr(args, "compile", False),
+                    name="mnist",
                     max_steps_per_epoch=args.max_steps)
     history = fit(model, optimizer, train_loader, F.nll_loss, cfg, eval_loader=test_loader)
     final = evaluate(model, test_loader, F.nll_loss)
@@ -160,7 +161,8 @@ def train_charlm(args: argparse.Namespace) -> list[dict[str, Any]]:
         print("---- sample ----\n" + text + "\n----------------")
 
     cfg = FitConfig(epochs=args.epochs, out_dir=args.out, resume=args.resume,
-                    progress=not args.no_progress, compile=getattr(args, "compile", False), clip_grad_norm=1.0, classification=False,
+                    progress=not args.no_progress, compile=getattr(args, "compile", False),
+                    clip_grad_norm=1.0, classification=False,
                     name="charlm", extra_state={"vocab": "".join(corpus.itos), "config": {
                         "block_size": args.block_size, "n_layer": args.n_layer,
                         "n_head": args.n_head, "n_embd": args.n_embd}})

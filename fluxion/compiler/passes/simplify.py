@@ -72,9 +72,8 @@ def simplify(graph: Graph) -> Graph:
         elif n.op == "neg" and is_ref(args[0]) and args[0][0] == "n" \
                 and nodes[args[0][1]].op == "neg":
             target = cur(nodes[args[0][1]].args[0])
-        elif n.op in ("cast", "reshape", "expand"):
-            target = args[0]
-        elif n.op == "permute" and tuple(n.attrs["dims"]) == tuple(range(len(n.shape))):
+        elif n.op in ("cast", "reshape", "expand") or (
+                n.op == "permute" and tuple(n.attrs["dims"]) == tuple(range(len(n.shape)))):
             target = args[0]
         if target is not None and same_spec(target, n):
             keep[i] = False
