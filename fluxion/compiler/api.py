@@ -45,11 +45,13 @@ def dynamic_ok(dynamic: bool | None) -> bool:
 
 def _strip_literals(key: tuple) -> tuple:
     """A graph key with the Python numbers in op arguments blanked out."""
-    from fluxion.compiler.passes.rewrite import is_ref
-
     inputs, nodes, outputs, consts = key
-    return (inputs, tuple((n[0], tuple(a if is_ref(a) else "#" for a in n[1]), *n[2:])
-                          for n in nodes), outputs, consts)
+
+    def blank(args: tuple) -> tuple:  # args as _freeze gives them: ("tuple", items)
+        return tuple("#" if isinstance(a, tuple) and a and a[0] in ("bool", "int", "float")
+                     else a for a in args[1])
+
+    return (inputs, tuple((n[0], blank(n[1]), *n[2:]) for n in nodes), outputs, consts)
 
 
 def _describe_change(old: tuple, new: tuple) -> str:

@@ -58,8 +58,8 @@ class Graph:
     def key(self) -> tuple:
         """A structural, hashable description: equal keys compute the same function."""
         return (
-            tuple((s, str(d)) for s, d in self.inputs),
-            tuple((n.op, n.args, _freeze(n.attrs), n.shape, str(n.dtype)) for n in self.nodes),
+            tuple((s, d) for s, d in self.inputs),
+            tuple((n.op, _freeze(n.args), _freeze(n.attrs), n.shape, n.dtype) for n in self.nodes),
             tuple(self.outputs),
             tuple(_freeze(c) for c in self.consts),
         )
@@ -110,6 +110,8 @@ def _freeze(v: Any) -> Any:
         return ("array", v.shape, str(v.dtype), v.tobytes())
     if isinstance(v, np.dtype):
         return ("dtype", str(v))
+    if isinstance(v, (bool, int, float)):  # 2, 2.0 and True are equal but not the same op
+        return (type(v).__name__, v)
     try:
         hash(v)
         return v

@@ -36,6 +36,8 @@ def render(graph: Graph, kernels: list[Kernel]) -> str:
 
 def load(source: str) -> dict[str, Any]:
     """Execute the rendered source; the kernels by name."""
-    scope: dict[str, Any] = {"OPS": OPS, "np": np}
+    import fluxion  # dtype attributes print as fluxion.float32 and so on
+
+    scope: dict[str, Any] = {"OPS": OPS, "np": np, "fluxion": fluxion}
     exec(compile(source, "<fluxion-numpy-kernels>", "exec"), scope)
     return scope

@@ -29,7 +29,7 @@ def cse(graph: Graph) -> Graph:
 
     for i, n in enumerate(graph.nodes):
         key = (n.op, _freeze(map_refs(n.args, canon)),
-               _freeze({k: map_refs(v, canon) for k, v in n.attrs.items()}))
+               _freeze({k: map_refs(v, canon) for k, v in n.attrs.items()}), n.shape, n.dtype)
         j = seen.get(key)
         if j is None:
             seen[key] = i
