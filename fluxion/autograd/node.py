@@ -34,7 +34,7 @@ class Node:
     __slots__ = (
         "op", "next", "attrs", "shapes", "dtypes", "_inputs",
         "_saved_versions", "_out_data", "_out_version", "_out_saved_version", "_freed",
-        "pre_hooks", "trace", "label", "__weakref__",
+        "pre_hooks", "trace", "label", "aux", "__weakref__",
     )
 
     def __init__(self, op: Op, inputs: tuple, attrs: dict, out: Tensor) -> None:
@@ -80,6 +80,7 @@ class Node:
         self.pre_hooks: list | None = None
         self.trace = _user_frame() if state.anomaly else None
         self.label: str | None = None
+        self.aux: tuple | None = None  # extra outputs (indices) a backward rule may reuse
 
     @property
     def needs_input_grad(self) -> tuple[bool, ...]:
@@ -158,9 +159,10 @@ class Node:
 
     def release(self) -> None:
         """Free saved values after a backward without ``retain_graph``."""
-        if self._inputs is not None or self._out_data is not None:
+        if self._inputs is not None or self._out_data is not None or self.aux is not None:
             self._inputs = None
             self._out_data = None
+            self.aux = None
             self._freed = True
 
 

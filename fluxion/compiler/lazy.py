@@ -312,9 +312,14 @@ class Segment:
                 t._data = t._data.value
         for r in self.autograd_nodes:
             n = r()
-            d = n._out_data if n is not None else None
+            if n is None:
+                continue
+            d = n._out_data
             if isinstance(d, LazyArray) and d.value is not None:
                 n._out_data = d.value
+            if n.aux is not None:
+                n.aux = tuple(a.value if isinstance(a, LazyArray) and a.value is not None
+                              else a for a in n.aux)
         for t, memory in self.mutations.values():
             data = t._data.value if isinstance(t._data, LazyArray) else t._data
             if data is not memory:

@@ -95,7 +95,7 @@ def _first_arg(xp, a, dim, largest):
     return xp.argmax(a, axis=dim) if largest else xp.argmin(a, axis=dim)
 
 
-@defop("max_dim", "reduce", n_aux=1)
+@defop("max_dim", "reduce", n_aux=1, save_inputs=False)
 def max_dim(xp, a, dim, keepdim=False):
     if a.ndim == 0:  # dim 0 (or -1) of a 0-d tensor is the tensor itself
         return a.copy(), np.zeros((), np.int64)
@@ -106,7 +106,7 @@ def max_dim(xp, a, dim, keepdim=False):
     return vals, idx.astype(np.int64)
 
 
-@defop("min_dim", "reduce", n_aux=1)
+@defop("min_dim", "reduce", n_aux=1, save_inputs=False)
 def min_dim(xp, a, dim, keepdim=False):
     if a.ndim == 0:
         return a.copy(), np.zeros((), np.int64)
@@ -118,12 +118,13 @@ def min_dim(xp, a, dim, keepdim=False):
 
 
 def _select_grad(n, g):
-    x, dim = n.inputs[0], n.attrs["dim"]
-    if x.ndim == 0:
+    shape, dim = n.shapes[0], n.attrs["dim"]
+    if not shape:
         return (g,)
-    idx = (x.argmax if n.op.name == "max_dim" else x.argmin)(dim, keepdim=True)
-    gk = g if n.attrs.get("keepdim") else g.unsqueeze(dim)
-    return (x.new_zeros(x.shape).scatter(dim, idx, gk),)
+    idx = Tensor._make(n.aux[0])  # the forward's own indices: no second argmax
+    if not n.attrs.get("keepdim"):
+        idx, g = idx.unsqueeze(dim), g.unsqueeze(dim)
+    return (g.new_zeros(shape).scatter(dim, idx, g),)
 
 
 max_dim.backward = min_dim.backward = _select_grad
@@ -193,25 +194,21 @@ def _sort_idx(xp, a, dim, descending, stable=True):
     return idx
 
 
-@defop("sort", "reduce", n_aux=1)
+@defop("sort", "reduce", n_aux=1, save_inputs=False)
 def sort(xp, a, dim=-1, descending=False, stable=False):
     idx = _sort_idx(xp, a, dim, descending)
     return xp.take_along_axis(a, idx, axis=dim), idx.astype(np.int64)
 
 
-@defop("topk", "reduce", n_aux=1)
+@defop("topk", "reduce", n_aux=1, save_inputs=False)
 def topk(xp, a, k, dim=-1, largest=True, sorted=True):
     idx = xp.take(_sort_idx(xp, a, dim, largest), xp.arange(k), axis=dim)
     return xp.take_along_axis(a, idx, axis=dim), idx.astype(np.int64)
 
 
 def _sorted_grad(n, g):
-    x, a = n.inputs[0], n.attrs
-    if n.op.name == "sort":
-        _, idx = x.detach().sort(a.get("dim", -1), a.get("descending", False))
-    else:
-        _, idx = x.detach().topk(a["k"], a.get("dim", -1), a.get("largest", True))
-    return (x.new_zeros(x.shape).scatter(a.get("dim", -1), idx, g),)
+    idx = Tensor._make(n.aux[0])  # where the forward put each element
+    return (g.new_zeros(n.shapes[0]).scatter(n.attrs.get("dim", -1), idx, g),)
 
 
 sort.backward = topk.backward = _sorted_grad

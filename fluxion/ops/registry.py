@@ -258,12 +258,14 @@ def apply(op: Op, *inputs: Any, **attrs: Any) -> Any:
     if needs_grad and state.enabled and op.differentiable and out.dtype.kind == "f":
         result.grad_fn = Node(op, inputs, attrs, result)
         result.requires_grad = True
-        if seg is not None and op.save_output:
+        if seg is not None and (op.save_output or op.n_aux):
             seg.track_node(result.grad_fn)
     if seg is not None:
         seg.track(result)
     if op.n_aux:
         extras = tuple(Tensor._make(a if seg is not None else np.asarray(a)) for a in aux)
+        if result.grad_fn is not None:
+            result.grad_fn.aux = tuple(e._data for e in extras)
         if seg is not None:
             for e in extras:
                 seg.track(e)
