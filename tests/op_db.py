@@ -702,9 +702,9 @@ def _softmax_samples(mk: Maker, dt: str) -> list[Sample]:
     return out
 
 
-entry("softmax", ("amax", "sub", "exp", "sum", "div"),
+entry("softmax", "softmax",
       lambda m, x, d: m.nn.functional.softmax(x, d), _softmax_samples, dtypes=FLOATS)
-entry("log_softmax", ("amax", "exp", "sum", "log", "sub"),
+entry("log_softmax", "log_softmax",
       lambda m, x, d: m.nn.functional.log_softmax(x, dim=d), _softmax_samples, dtypes=FLOATS)
 
 # --- movement --------------------------------------------------------------------------

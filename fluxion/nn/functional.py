@@ -16,6 +16,7 @@ from fluxion import _dtype
 from fluxion import functional as F
 from fluxion.autograd.function import Function
 from fluxion.ops import OPS, apply
+from fluxion.ops.registry import label
 from fluxion.tensor import Tensor
 
 IntOrPair = int | Sequence[int]
@@ -74,8 +75,19 @@ def softmax(input: Tensor, dim: int | None = None, _stacklevel: int = 3,
         return (input - input).exp()
     if input.shape[d] == 0:
         return input.clone()
-    e = _shift_by_max(input, d).exp()
-    return e / e.sum(d, keepdim=True)
+    return label(apply(OPS["softmax"], input, dim=d), "SoftmaxBackward0")
+
+
+def softmax_reference(input: Tensor, dim: int) -> Tensor:
+    """``softmax`` as a composite of primitives: the reference the primitive is tested
+    against.
+
+    >>> import fluxion
+    >>> fluxion.nn.functional.softmax_reference(fluxion.zeros(2), 0)
+    tensor([0.5000, 0.5000])
+    """
+    e = _shift_by_max(input, dim).exp()
+    return e / e.sum(dim, keepdim=True)
 
 
 def _shift_by_max(input: Tensor, d: int) -> Tensor:
@@ -99,10 +111,20 @@ def log_softmax(input: Tensor, dim: int | None = None, _stacklevel: int = 3,
         return input - input
     if input.shape[d] == 0:
         return input.clone()
+    return label(apply(OPS["log_softmax"], input, dim=d), "LogSoftmaxBackward0")
+
+
+def log_softmax_reference(input: Tensor, dim: int) -> Tensor:
+    """``log_softmax`` as a composite of primitives: the reference for the primitive.
+
+    >>> import fluxion
+    >>> fluxion.nn.functional.log_softmax_reference(fluxion.zeros(2), 0)
+    tensor([-0.6931, -0.6931])
+    """
     # (x - max) - log(sum(exp(x - max))): subtracting the max first keeps the result exact
     # for large logits (x - logsumexp(x) would round logsumexp to x's magnitude)
-    shifted = _shift_by_max(input, d)
-    return shifted - shifted.exp().sum(d, keepdim=True).log()
+    shifted = _shift_by_max(input, dim)
+    return shifted - shifted.exp().sum(dim, keepdim=True).log()
 
 
 # --- padding, unfold/fold ------------------------------------------------------------
