@@ -1,0 +1,638 @@
+"""``fluxion.compile`` against eager Fluxion: every op of the op table (through op_db's
+public callables) gives eager's values and gradients when compiled; control flow on tensor
+values, graph breaks and their source lines, ``fullgraph=True``, Python scalars, globals
+mutated between calls, ``requires_grad`` and train/eval flips, recompiles and the
+recompile-limit warning; and ``fluxion.explain``'s report."""
+
+from __future__ import annotations
+
+import sys
+import warnings
+from typing import Any
+
+import numpy as np
+import pytest
+from op_db import (
+    FLOATS,
+    MIXED,
+    OP_DB,
+    OpEntry,
+    Sample,
+    assert_same_outputs,
+    build,
+    flat,
+    is_float,
+)
+
+import fluxion
+from fluxion import nn
+from fluxion.compiler import GraphBreakError
+
+# compiled replay against eager: the same kernels or the same math in C (libm may differ
+# from NumPy's SIMD routines by an ulp or so)
+TOL = {"float16": (1e-3, 1e-3), "float32": (1e-5, 1e-6), "float64": (1e-10, 1e-12)}
+HERE = __file__
+
+
+@pytest.fixture(autouse=True)
+def _hermetic_cache(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each test compiles into its own, empty kernel cache."""
+    monkeypatch.setattr(fluxion.compiler.config, "cache_dir", str(tmp_path / "kernels"))
+
+
+def lineno(marker: str) -> int:
+    """The line of this file that contains ``marker`` (for break locations)."""
+    with open(HERE) as f:
+        for i, line in enumerate(f, 1):
+            if marker in line and "lineno(" not in line:
+                return i
+    raise AssertionError(marker)
+
+
+# --- 1. every op: compiled equals eager --------------------------------------------------
+def _float_dtype(e: OpEntry) -> str | None:
+    if "float32" in e.dtypes:
+        return "float32"
+    return next((d for d in e.dtypes if d in FLOATS), None)
+
+
+def _pick(e: OpEntry) -> tuple[list, list]:
+    """A few samples per entry: (forward cases, gradient cases)."""
+    fwd, grad = [], []
+    fdt = _float_dtype(e)
+    if fdt is not None:
+        samples = e.sample_list(fdt)
+        chosen = [samples[0]] + [s for s in samples[1:]
+                                 if s.name in ("bcast_3x1_1x4", "special", "bcast3")]
+        for s in chosen:
+            fwd.append(pytest.param(e, s, id=f"{e.name}-{fdt}-{s.name}"))
+            if e.grad and s.ref_grad and s.name != "special" and any(
+                    is_float(a) and a.grad for a in s.tensors()):
+                grad.append(pytest.param(e, s, id=f"{e.name}-{fdt}-{s.name}"))
+    other = next((d for d in e.dtypes if d not in FLOATS and d != MIXED), None)
+    if other is not None:
+        s = e.sample_list(other)[0]
+        fwd.append(pytest.param(e, s, id=f"{e.name}-{other}-{s.name}"))
+    if MIXED in e.dtypes:
+        s = e.sample_list(MIXED)[0]
+        fwd.append(pytest.param(e, s, id=f"{e.name}-mixed-{s.name}"))
+    return fwd, grad
+
+
+FORWARD: list = []
+GRAD: list = []
+for _e in OP_DB:
+    _f, _g = _pick(_e)
+    FORWARD += _f
+    GRAD += _g
+
+
+@pytest.mark.parametrize("e, s", FORWARD)
+def test_op_forward_compiled_equals_eager(e: OpEntry, s: Sample) -> None:
+    args, kwargs, _ = build(fluxion, s, e.force_grad)
+    expected = e.op(*args, **kwargs)
+    args, kwargs, _ = build(fluxion, s, e.force_grad)
+    compiled = fluxion.compile(lambda *a, **k: e.op(*a, **k))
+    actual = compiled(*args, **kwargs)
+    assert_same_outputs(actual, expected, TOL)
+    assert compiled.stats.calls == 1
+
+
+@pytest.mark.parametrize("e, s", GRAD)
+def test_op_backward_compiled_equals_eager(e: OpEntry, s: Sample) -> None:
+    """``(fn(x) * w).sum().backward()`` inside the compiled function: the leaves' .grad
+    equal eager's."""
+    _, _, probe_leaves = build(fluxion, s, True)
+    rng = np.random.default_rng(0)
+
+    def loss(leaves: list, weights: list | None) -> Any:
+        args, kwargs, _ = build(fluxion, s, False, leaves=leaves)
+        outs = [o for o in flat(e.op(*args, **kwargs))
+                if isinstance(o, fluxion.Tensor) and o.requires_grad]
+        if weights is None:
+            return outs
+        total = sum((o * w).sum() for o, w in zip(outs, weights))
+        total.backward()
+        return total
+
+    outs = loss(probe_leaves, None)
+    if not outs:
+        pytest.skip("no differentiable output for this sample")
+    weights = [fluxion.from_numpy(
+        rng.standard_normal(tuple(o.shape)).astype(o.detach().numpy().dtype)) for o in outs]
+
+    def fresh() -> list:
+        _, _, leaves = build(fluxion, s, True)
+        return leaves
+
+    eager_leaves = fresh()
+    eager_total = loss(eager_leaves, weights)
+    comp_leaves = fresh()
+    compiled = fluxion.compile(loss)
+    comp_total = compiled(comp_leaves, weights)
+    assert_same_outputs(comp_total, eager_total, TOL)
+    for i, (c, g) in enumerate(zip(comp_leaves, eager_leaves)):
+        if g.grad is None:
+            assert c.grad is None, f"leaf {i}: compiled has a gradient, eager has none"
+            continue
+        assert c.grad is not None, f"leaf {i}: no gradient when compiled"
+        assert_same_outputs(c.grad, g.grad, TOL)
+
+
+# --- 3. control flow, graph breaks, guards ----------------------------------------------
+def branchy(x: Any) -> Any:
+    y = x * 2 + 1
+    if y.sum() > 0:  # BREAK: branch
+        return y.exp()
+    return -y
+
+
+@pytest.mark.parametrize("sign", [1.0, -1.0], ids=["then", "else"])
+def test_branch_on_tensor_value_matches_eager(sign: float) -> None:
+    compiled = fluxion.compile(branchy)
+    for s in (sign, -sign, sign):  # both ways through the same compiled function
+        x = fluxion.tensor([0.5, 1.5, 2.0]) * s
+        assert_same_outputs(compiled(x), branchy(x), TOL)
+    assert len(compiled.stats.breaks) == 3
+
+
+def test_explain_names_the_break_line() -> None:
+    report = fluxion.explain(branchy, fluxion.ones(3))
+    assert report.graph_break_count >= 1
+    assert report.graph_count == report.graph_break_count + 1
+    b = report.break_reasons[0]
+    assert b.location == f"{HERE}:{lineno('# BREAK: branch')}"
+    assert "bool" in b.reason
+
+
+def test_fullgraph_raises_with_the_line() -> None:
+    compiled = fluxion.compile(branchy, fullgraph=True)
+    with pytest.raises(GraphBreakError) as info:
+        compiled(fluxion.ones(3))
+    assert f"{HERE}:{lineno('# BREAK: branch')}" in str(info.value)
+    # the failed call left no capture behind: eager ops run normally afterwards
+    assert (fluxion.ones(2) + 1).tolist() == [2.0, 2.0]
+    # a function without breaks is fine with fullgraph=True
+    ok = fluxion.compile(lambda x: (x * 2).exp().sum(), fullgraph=True)
+    assert_same_outputs(ok(fluxion.ones(3)), (fluxion.ones(3) * 2).exp().sum(), TOL)
+
+
+READS = {
+    "item": lambda y: y.sum().item(),
+    "float": lambda y: float(y.sum()),
+    "tolist": lambda y: y.tolist(),
+    "numpy": lambda y: y.numpy(),
+    "print": lambda y: print(y),
+    "bool": lambda y: bool(y.sum() > 0),
+}
+
+
+@pytest.mark.parametrize("kind", list(READS))
+def test_reading_data_is_a_break(kind: str, capsys: pytest.CaptureFixture) -> None:
+    read = READS[kind]
+
+    def f(x: Any) -> Any:
+        y = x.exp() * 3
+        got = read(y)
+        return y + 1, got
+
+    x = fluxion.tensor([0.5, -1.0, 2.0])
+    compiled = fluxion.compile(f)
+    out, got = compiled(x)
+    ref, want = f(x)
+    assert_same_outputs(out, ref, TOL)
+    if want is not None:
+        np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=1e-6)
+    assert len(compiled.stats.breaks) == 1
+    # the innermost frame outside fluxion: the lambda in READS
+    assert compiled.stats.breaks[0].location == f"{HERE}:{read.__code__.co_firstlineno}"
+    capsys.readouterr()
+
+
+def test_python_scalar_arguments_change_between_calls() -> None:
+    def f(x: Any, scale: float, shift: int, flag: bool) -> Any:
+        y = x * scale + shift
+        return y.relu() if flag else y.abs()
+
+    compiled = fluxion.compile(f)
+    x = fluxion.tensor([-1.0, 0.5, 2.0])
+    for scale, shift, flag in [(2.0, 1, True), (-3.0, 1, True), (2.0, 5, False),
+                               (0.5, -2, True), (2.0, 1, True)]:
+        assert_same_outputs(compiled(x, scale, shift, flag), f(x, scale, shift, flag), TOL)
+    assert compiled.stats.calls == 5
+
+
+G = fluxion.tensor([1.0, 2.0, 3.0])
+
+
+def reads_global(x: Any) -> Any:
+    return (x * G).exp()
+
+
+def test_global_tensor_modified_between_calls_is_seen() -> None:
+    global G
+    saved = G.clone()
+    try:
+        compiled = fluxion.compile(reads_global)
+        x = fluxion.tensor([0.1, 0.2, 0.3])
+        assert_same_outputs(compiled(x), reads_global(x), TOL)
+        G.add_(1.0)  # in place, outside the compiled function
+        assert_same_outputs(compiled(x), reads_global(x), TOL)
+        G[1] = -4.0  # through indexing
+        assert_same_outputs(compiled(x), reads_global(x), TOL)
+        G.data = fluxion.tensor([0.0, 0.0, 1.0])  # new memory
+        assert_same_outputs(compiled(x), reads_global(x), TOL)
+        G = fluxion.tensor([5.0, 6.0, 7.0])  # rebinding the name
+        assert_same_outputs(compiled(x), reads_global(x), TOL)
+    finally:
+        G = saved
+
+
+def test_in_place_writes_inside_are_written_back() -> None:
+    """Functionalised in-place writes land in the tensors' own memory, seen by views."""
+
+    def f(state: Any, x: Any) -> Any:
+        state.mul_(2).add_(x)
+        state[0] = -1.0
+        return state.sum() + 0
+
+    se, sc = fluxion.tensor([1.0, 2.0, 3.0, 4.0]), fluxion.tensor([1.0, 2.0, 3.0, 4.0])
+    view = sc[1:3]
+    ptr = sc.data_ptr()
+    compiled = fluxion.compile(f)
+    x = fluxion.tensor([0.5, 0.5, 0.5, 0.5])
+    for _ in range(3):
+        assert_same_outputs(compiled(sc, x), f(se, x), TOL)
+        assert_same_outputs(sc, se, TOL)
+    assert sc.data_ptr() == ptr
+    assert view.tolist() == se[1:3].tolist()
+
+
+ALIASED_WRITES = {
+    "mul_by_own_row": lambda x: x.mul_(x[0]),
+    "mul_by_own_row_kept": lambda x: x.mul_(x[:1]),
+    "add_own_column": lambda x: x.add_(x[:, 1:2]),
+    "shifted_views": lambda x: x.view(-1)[1:].add_(x.view(-1)[:-1]),
+    "add_own_transpose": lambda x: x.add_(x.t()),
+    "add_own_flip": lambda x: x.add_(x.flip(1)),
+    "copy_own_row": lambda x: x.copy_(x[1].exp()),
+    "sub_own_scalar_element": lambda x: x.sub_(x[1, 1]),
+}
+
+
+@pytest.mark.parametrize("name", list(ALIASED_WRITES))
+def test_in_place_write_reading_its_own_memory(name: str) -> None:
+    """An in-place write whose operand views the written tensor: the operand is read as
+    it was before the write (eager semantics), whatever the kernel's loop order."""
+    write = ALIASED_WRITES[name]
+
+    def f(x: Any) -> Any:
+        write(x)
+        return x
+
+    xe = fluxion.arange(1.0, 10.0).reshape(3, 3) / 4
+    xc = xe.clone()
+    assert_same_outputs(fluxion.compile(f)(xc), f(xe), TOL)
+    assert_same_outputs(xc, xe, TOL)
+
+
+def test_in_place_writes_across_a_break() -> None:
+    def f(x: Any) -> Any:
+        x.add_(1)
+        if x.sum() > 0:  # a break between two in-place writes
+            x.mul_(2)
+        else:
+            x.sub_(5)
+        return x * 1
+
+    for start in (1.0, -3.0):
+        xe, xc = fluxion.full((3,), start), fluxion.full((3,), start)
+        assert_same_outputs(fluxion.compile(f)(xc), f(xe), TOL)
+        assert_same_outputs(xc, xe, TOL)
+
+
+LATER_CALLS = {
+    "elementwise": lambda x: (x * 2).exp() + 1,
+    "reshape": lambda x: (x * 2).exp().reshape(-1),
+    "transpose": lambda x: (x * 2).exp().t(),
+    "row": lambda x: (x * 2).exp()[1],
+    "split": lambda x: (x * 2).exp().split(1, 0)[1],
+    "flip": lambda x: (x * 2).exp().flip(0),
+    "einsum_transpose": lambda x: fluxion.einsum("ij->ji", (x * 2).exp()),
+    "einsum_diagonal": lambda x: fluxion.einsum("ii->i", (x * 2).exp()),
+    "unfold": lambda x: fluxion.nn.functional.unfold((x * 2).exp().reshape(1, 1, 2, 2), 1),
+    "sum_rows": lambda x: (x * 2).exp().sum(0),
+    "max_dim": lambda x: (x * 2).exp().max(dim=0).values,
+    "matmul": lambda x: (x * 2).exp() @ x,
+}
+
+
+@pytest.mark.parametrize("name", list(LATER_CALLS))
+def test_results_survive_later_calls(name: str) -> None:
+    """What a call returned is not overwritten by the next call (buffer reuse must not
+    reach memory that a returned value shares)."""
+    f = LATER_CALLS[name]
+    compiled = fluxion.compile(f)
+    x1 = fluxion.tensor([[0.1, 0.2], [0.3, 0.4]])
+    first = compiled(x1)
+    kept = first.clone()
+    second = compiled(fluxion.tensor([[-1.0, 0.5], [2.0, 0.0]]))
+    assert_same_outputs(first, kept, TOL)
+    assert_same_outputs(second, f(fluxion.tensor([[-1.0, 0.5], [2.0, 0.0]])), TOL)
+
+
+VIEWS_OF_INPUTS = {
+    "identity": lambda x: x,
+    "transpose": lambda x: x.t(),
+    "row": lambda x: x[0],
+    "view": lambda x: x.view(-1),
+    "reshape": lambda x: x.reshape(4),
+    "detach": lambda x: x.detach(),
+}
+
+
+@pytest.mark.parametrize("name", list(VIEWS_OF_INPUTS))
+def test_returned_views_alias_as_in_eager(name: str) -> None:
+    f = VIEWS_OF_INPUTS[name]
+    xe, xc = fluxion.arange(4.0).reshape(2, 2), fluxion.arange(4.0).reshape(2, 2)
+    f(xe).add_(100.0)
+    fluxion.compile(f)(xc).add_(100.0)
+    assert_same_outputs(xc, xe, TOL)
+
+
+def test_requires_grad_flip() -> None:
+    def f(x: Any, w: Any) -> Any:
+        return ((x * w).tanh() * 3).sum()
+
+    compiled = fluxion.compile(f)
+    w = fluxion.tensor([0.3, -0.2, 0.1])
+    for rg in (False, True, False, True):
+        xe = fluxion.tensor([1.0, 2.0, -1.0], requires_grad=rg)
+        xc = fluxion.tensor([1.0, 2.0, -1.0], requires_grad=rg)
+        ye, yc = f(xe, w), compiled(xc, w)
+        assert yc.requires_grad == ye.requires_grad == rg
+        assert_same_outputs(yc, ye, TOL)
+        if rg:  # backward after the compiled call
+            ye.backward()
+            yc.backward()
+            assert_same_outputs(xc.grad, xe.grad, TOL)
+    with fluxion.no_grad():
+        assert not compiled(fluxion.tensor([1.0, 2.0, -1.0], requires_grad=True), w).requires_grad
+
+
+def test_backward_inside_and_grad_accumulation() -> None:
+    def f(x: Any) -> Any:
+        loss = (x.sin() * x).sum()
+        loss.backward()
+        return loss
+
+    xe = fluxion.tensor([0.5, -1.0, 2.0], requires_grad=True)
+    xc = fluxion.tensor([0.5, -1.0, 2.0], requires_grad=True)
+    compiled = fluxion.compile(f)
+    for _ in range(3):  # .grad accumulates across calls, as in eager
+        assert_same_outputs(compiled(xc), f(xe), TOL)
+        assert_same_outputs(xc.grad, xe.grad, TOL)
+
+
+def _bn_net() -> Any:
+    fluxion.manual_seed(0)
+    return nn.Sequential(nn.Linear(4, 6), nn.BatchNorm1d(6), nn.Dropout(0.5), nn.ReLU())
+
+
+def test_train_eval_flip() -> None:
+    me, mc = _bn_net(), _bn_net()
+    compiled = fluxion.compile(mc)
+    x = fluxion.randn(5, 4)
+    for mode in ("train", "eval", "train", "eval", "train"):
+        getattr(me, mode)()
+        getattr(compiled, mode)()
+        assert mc.training == (mode == "train")
+        fluxion.manual_seed(1)
+        ye = me(x)
+        fluxion.manual_seed(1)
+        yc = compiled(x)
+        assert_same_outputs(yc, ye, TOL)
+    bn_e, bn_c = me[1], mc[1]
+    assert_same_outputs(bn_c.running_mean, bn_e.running_mean, TOL)
+    assert_same_outputs(bn_c.running_var, bn_e.running_var, TOL)
+    assert bn_c.num_batches_tracked.item() == bn_e.num_batches_tracked.item() == 3
+
+
+def test_recompiles_are_counted_with_reasons() -> None:
+    compiled = fluxion.compile(lambda x: (x * 2).exp())
+    compiled(fluxion.ones(2, 3))
+    assert compiled.stats.recompiles == []
+    compiled(fluxion.ones(4, 3))
+    assert len(compiled.stats.recompiles) == 1
+    assert "[2, 3]" in compiled.stats.recompiles[0].reason
+    assert "[4, 3]" in compiled.stats.recompiles[0].reason
+    compiled(fluxion.ones(2, 3))  # seen before: no recompile
+    compiled(fluxion.ones(4, 3))
+    assert len(compiled.stats.recompiles) == 1
+    compiled(fluxion.ones(4, 3, dtype=fluxion.float64))  # dtype change
+    assert len(compiled.stats.recompiles) == 2
+    assert "float64" in compiled.stats.recompiles[1].reason
+    assert compiled.stats.graphs == 3 and compiled.stats.calls == 5
+
+
+def _many_shapes(compiled: Any, n: int) -> None:
+    for k in range(1, n + 1):
+        compiled(fluxion.ones(k))
+
+
+def test_recompile_limit_warns_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(fluxion.compiler.config, "recompile_limit", 3)
+    compiled = fluxion.compile(lambda x: x + 1, backend="numpy")
+    with pytest.warns(RuntimeWarning, match="recompile_limit") as record:
+        _many_shapes(compiled, 8)
+    assert len([w for w in record if "recompile_limit" in str(w.message)]) == 1
+    assert len(compiled.stats.recompiles) == 7
+    # under the limit: no warning
+    monkeypatch.setattr(fluxion.compiler.config, "recompile_limit", 8)
+    quiet = fluxion.compile(lambda x: x + 1, backend="numpy")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        _many_shapes(quiet, 8)
+
+
+def test_recompile_warning_points_at_the_call(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The warning is attributed to the user's code (the call), not to fluxion's."""
+    monkeypatch.setattr(fluxion.compiler.config, "recompile_limit", 1)
+    compiled = fluxion.compile(lambda x: x + 1, backend="numpy")
+    with pytest.warns(RuntimeWarning, match="recompile_limit") as record:
+        for k in (1, 2, 3):
+            compiled(fluxion.ones(k))
+    assert record[0].filename == HERE, record[0].filename
+
+
+def test_view_of_a_pending_value_does_not_break_the_graph() -> None:
+    """``Tensor.view`` is a metadata change: no graph break (MNISTNet and GPT use it)."""
+    compiled = fluxion.compile(lambda x: (x * 2).view(-1, 2).exp(), fullgraph=True)
+    x = fluxion.arange(6.0).reshape(2, 3)
+    assert_same_outputs(compiled(x), (x * 2).view(-1, 2).exp(), TOL)
+
+
+def test_view_of_a_split_does_not_break_the_graph() -> None:
+    """Splitting the last dimension of a column block is a view (GPT's attention heads)."""
+
+    def f(x: Any) -> Any:
+        q = (x * 2).split(2, dim=-1)[1]
+        return q.view(3, 2, 1).exp()
+
+    compiled = fluxion.compile(f, fullgraph=True)
+    x = fluxion.arange(12.0).reshape(3, 4) / 10
+    assert_same_outputs(compiled(x), f(x), TOL)
+
+
+def test_boolean_mask_of_a_pending_value() -> None:
+    def f(x: Any) -> Any:
+        return x[x > 0] * 2
+
+    x = fluxion.tensor([1.0, -3.0, 3.0, 0.5])
+    assert_same_outputs(fluxion.compile(f)(x), f(x), TOL)
+
+
+def test_masked_select_with_a_pending_mask() -> None:
+    """The result's length depends on the data: the compiled graph must not guess it."""
+
+    def f(x: Any) -> Any:
+        return fluxion.masked_select(x, x > 0) * 2
+
+    x = fluxion.tensor([1.0, -3.0, 3.0, 0.5])
+    assert_same_outputs(fluxion.compile(f)(x), f(x), TOL)
+
+
+def test_nested_compiled_call_is_inlined() -> None:
+    inner = fluxion.compile(lambda x: x.exp() * 2)
+    outer = fluxion.compile(lambda x: inner(x) + 1)
+    x = fluxion.tensor([0.0, 1.0])
+    assert_same_outputs(outer(x), x.exp() * 2 + 1, TOL)
+    assert inner.stats.calls == 0 and outer.stats.graphs == 1
+
+
+def test_exception_inside_leaves_no_capture_behind() -> None:
+    def f(x: Any) -> Any:
+        y = x * 2
+        raise KeyError("boom")
+        return y  # pragma: no cover
+
+    compiled = fluxion.compile(f)
+    with pytest.raises(KeyError):
+        compiled(fluxion.ones(2))
+    from fluxion.compiler.lazy import active
+
+    assert not active()
+    assert (fluxion.ones(2) * 3).tolist() == [3.0, 3.0]
+
+
+def test_decorator_forms_and_bad_backend() -> None:
+    @fluxion.compile
+    def f(x: Any) -> Any:
+        return x + 1
+
+    @fluxion.compile(backend="numpy")
+    def g(x: Any) -> Any:
+        return x.exp() + 1
+
+    x = fluxion.tensor([1.0, 2.0])
+    assert f(x).tolist() == [2.0, 3.0]
+    assert_same_outputs(g(x), x.exp() + 1, TOL)
+    assert all(p.backend == "numpy" for p in g.programs.values())
+    assert f.__name__ == "f"
+    with pytest.raises(ValueError, match="backend"):
+        fluxion.compile(f, backend="cuda-please")
+
+
+def test_optimized_module_is_the_module() -> None:
+    m = nn.Linear(3, 2)
+    cm = fluxion.compile(m)
+    assert cm.weight is m.weight
+    assert list(cm.parameters()) == list(m.parameters())
+    assert set(cm.state_dict()) == {"weight", "bias"}
+    cm.eval()
+    assert not m.training
+    cm.extra = 5
+    assert m.extra == 5
+    x = fluxion.randn(4, 3)
+    assert_same_outputs(cm(x), m(x), TOL)
+
+
+def test_verify_mode(monkeypatch: pytest.MonkeyPatch) -> None:
+    """verify runs eager beside compiled: silent on a correct graph, names the node that
+    differs on a broken one."""
+    monkeypatch.setattr(fluxion.compiler.config, "verify", True)
+    compiled = fluxion.compile(lambda x: (x * 2).exp().sum(), backend="numpy")
+    x = fluxion.tensor([0.5, 1.0])
+    assert_same_outputs(compiled(x), (x * 2).exp().sum(), TOL)
+    (prog,) = compiled.programs.values()
+    assert prog.kernels
+    name = prog.kernels[0].name
+    good = prog._fns[name]
+    prog._fns[name] = lambda *a: good(*a) + 1.0  # sabotage the fused kernel
+    with pytest.raises(RuntimeError, match=r"verify: node %\d+ \((mul|exp)"):
+        compiled(x)
+
+
+# --- 7. explain -------------------------------------------------------------------------
+def explained(x: Any) -> Any:
+    y = (x * 2).exp()
+    if y.sum() > 1:  # BREAK: explained
+        y = y.relu() - 1
+    return y
+
+
+def test_explain_report(capsys: pytest.CaptureFixture) -> None:
+    report = fluxion.explain(explained, fluxion.ones(2, 3))
+    printed = capsys.readouterr().out
+    assert report.graph_count == 2
+    assert report.graph_break_count == 1
+    (b,) = report.break_reasons
+    assert b.location == f"{HERE}:{lineno('# BREAK: explained')}"
+    assert "bool" in b.reason
+    assert len(report.guards) == 2 and "float32[2, 3]" in report.guards[0]
+    assert report.recompiles == []
+    assert len(report.kernels) == len(report.sources) == len(report.graphs) == 2
+    assert report.kernels[0][0].startswith("fused_0: mul -> exp")
+    assert any("relu" in k for k in report.kernels[1])
+    assert "void fused_0(" in report.sources[0] and "exp(" in report.sources[0]
+    assert "%in0: float32[2, 3]" in report.graphs[0]
+    for key in ("passes", "fusion", "codegen", "call_total"):
+        assert key in report.timings and report.timings[key] >= 0
+    assert "compile" in report.timings or "load" in report.timings
+    text = str(report)
+    assert printed.strip() == text.strip()
+    assert text.startswith("Fluxion compile report: 2 graph(s), 1 graph break(s)")
+    assert f"break at {b.location}: {b.reason}" in text
+    assert "Guards" in text and "generated source" in text and "void fused_0(" in text
+    assert "Time per stage (s):" in text
+
+
+def test_explain_reports_recompiles_of_a_compiled_function(capsys: pytest.CaptureFixture
+                                                            ) -> None:
+    compiled = fluxion.compile(lambda x: x.exp() + 1, backend="numpy")
+    compiled(fluxion.ones(3))
+    report = fluxion.explain(compiled, fluxion.ones(5))
+    assert report.graph_count == 1 and report.graph_break_count == 0
+    assert len(report.recompiles) == 1 and "[5]" in report.recompiles[0].reason
+    assert "Recompiles:" in str(report)
+    assert "def fused_0(" in report.sources[0]  # the NumPy backend's source
+    capsys.readouterr()
+
+
+def test_explain_module_and_show_source(capsys: pytest.CaptureFixture) -> None:
+    m = nn.Sequential(nn.Linear(3, 4), nn.Tanh())
+    report = fluxion.explain(m, fluxion.randn(2, 3))
+    assert report.graph_count == 1 and report.graph_break_count == 0
+    assert any("matmul" in g for g in report.graphs)
+    cm = fluxion.compile(m)
+    cm(fluxion.randn(2, 3))
+    src = cm._compiled.show_source()
+    assert src.startswith("# graph 0 (")
+    capsys.readouterr()
+
+
+def test_module_level_names() -> None:
+    assert fluxion.compile is fluxion.compiler.compile
+    assert fluxion.explain is fluxion.compiler.explain
+    assert issubclass(GraphBreakError, RuntimeError)
+    assert sys.modules["fluxion.compiler.api"].GraphBreakError is GraphBreakError

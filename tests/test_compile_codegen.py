@@ -1,0 +1,465 @@
+"""Fusion, the code generators and the kernel cache: what the C looks like for small graphs
+(signature, loop, broadcast index expressions, the fused expression), the C and NumPy
+backends agree with each other and with eager on random inputs with NaN and infinities,
+fusion groups what it should, a second process hits the on-disk cache, concurrent processes
+share it safely, and without a C compiler the NumPy backend takes over with one warning."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import warnings
+from typing import Any
+
+import numpy as np
+import pytest
+
+import fluxion
+from fluxion.compiler import cache, runtime
+from fluxion.compiler.codegen import c as c_codegen
+from fluxion.compiler.codegen import numpy as np_codegen
+from fluxion.compiler.fusion import fuse
+from fluxion.compiler.graph import GNode, Graph
+
+F32 = np.dtype(np.float32)
+F64 = np.dtype(np.float64)
+I64 = np.dtype(np.int64)
+BOOL = np.dtype(bool)
+HAVE_CC = cache.toolchain(fluxion.compiler.config.cc) is not None
+needs_cc = pytest.mark.skipif(not HAVE_CC, reason="no working C compiler (CC)")
+
+
+@pytest.fixture(autouse=True)
+def _hermetic_cache(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> str:
+    d = str(tmp_path / "kernels")
+    monkeypatch.setattr(fluxion.compiler.config, "cache_dir", d)
+    return d
+
+
+def node(op: str, *args: Any, sh: tuple = (2, 3), dt: np.dtype = F32, **attrs: Any) -> GNode:
+    return GNode(op, tuple(args), dict(attrs), tuple(sh), np.dtype(dt))
+
+
+def n(i: int) -> tuple:
+    return ("n", i)
+
+
+X, Y, Z = ("in", 0), ("in", 1), ("in", 2)
+
+
+def c_source(g: Graph) -> str:
+    kernels, _ = fuse(g)
+    return c_codegen.render(g, kernels)
+
+
+def kernel_text(src: str, name: str = "fused_0") -> str:
+    start = src.index(f"void {name}(")
+    return src[start:src.index("\n}\n", start) + 3]
+
+
+# --- golden C ---------------------------------------------------------------------------
+def test_c_exp_mul_fused() -> None:
+    g = Graph([((2, 3), F32), ((2, 3), F32)],
+              [node("exp", X), node("mul", n(0), Y)], [n(1)])
+    src = c_source(g)
+    assert src.startswith("#include <stdint.h>\n#include <tgmath.h>\n")
+    assert src.count("void ") == 1  # one kernel for the chain
+    k = kernel_text(src)
+    assert re.search(r"void fused_0\(int64_t n, const float\* restrict in0, "
+                     r"const float\* restrict in1, float\*( restrict)? out\) \{", k), k
+    assert "for (int64_t i = 0; i < n; i++) {" in k
+    assert "#pragma omp parallel for" in k
+    assert "const float x0 = in0[i];" in k and "const float x1 = in1[i];" in k
+    assert re.search(r"const float t0 = .*exp\(\(x0\)\)", k), k
+    assert re.search(r"const float t1 = .*\(t0\) \* \(x1\)", k), k
+    assert "out[i] = t1;" in k
+
+
+def test_c_broadcast_add_index_expressions() -> None:
+    g = Graph([((2, 3), F32), ((3,), F32), ((2, 1), F32), ((), F32)],
+              [node("add", X, Y), node("add", n(0), Z), node("mul", n(1), ("in", 3))],
+              [n(2)])
+    k = kernel_text(c_source(g))
+    assert "in0[i]" in k
+    assert "in1[(i % 3)]" in k
+    assert "in2[((i / 3) % 2)]" in k
+    assert "in3[0]" in k
+
+
+@pytest.mark.parametrize("in_shape, out_shape", [
+    ((3,), (2, 3)), ((2, 1), (2, 3)), ((1, 3), (2, 3)), ((), (2, 3)), ((1,), (4,)),
+    ((2, 1, 4), (2, 3, 4)), ((3, 1), (2, 3, 5)), ((5,), (2, 3, 5)), ((2, 3, 1), (2, 3, 4)),
+    ((1, 1, 4), (2, 3, 4)), ((2, 3, 4), (2, 3, 4)),
+])
+def test_index_expression_broadcasts(in_shape: tuple, out_shape: tuple) -> None:
+    """Evaluated for every output position, the C index expression reads the element
+    that NumPy broadcasting puts there."""
+    expr = c_codegen._index_expr(in_shape, out_shape)
+    py = expr.replace("/", "//")
+    src = np.arange(int(np.prod(in_shape))).reshape(in_shape)
+    want = np.broadcast_to(src, out_shape).ravel()
+    got = [eval(py, {}, {"i": i}) for i in range(want.size)]
+    assert got == want.tolist(), expr
+
+
+def test_c_comparison_produces_bool() -> None:
+    g = Graph([((2, 3), F32)], [node("gt", X, 0.5, dt=BOOL)], [n(0)])
+    k = kernel_text(c_source(g))
+    assert re.search(r"uint8_t\*( restrict)? out\)", k), k
+    assert "const float* restrict in0" in k
+    assert re.search(r"const uint8_t t0 = .*\(x0\) > .*0\.5", k), k
+
+
+def test_c_where_reads_a_bool_condition() -> None:
+    g = Graph([((2, 3), BOOL), ((2, 3), F32), ((3,), F32)],
+              [node("exp", Y), node("where", X, n(0), Z)], [n(1)])
+    src = c_source(g)
+    assert src.count("void ") == 1
+    k = kernel_text(src)
+    cond = re.search(r"const uint8_t\* restrict in(\d)", k)
+    assert cond, k
+    assert re.search(r"const float x\d = in\d\[\(i % 3\)\];", k), k  # the broadcast branch
+    j = cond.group(1)
+    assert re.search(rf"\(x{j}\) \? \(t0\) : \(x\d\)", k), k
+
+
+def test_c_literals_nan_inf() -> None:
+    g = Graph([((4,), F32)],
+              [node("clamp", X, sh=(4,), min=-np.inf, max=np.nan),
+               node("add", n(0), float("inf"), sh=(4,)),
+               node("mul", n(1), float("-inf"), sh=(4,))], [n(2)])
+    k = kernel_text(c_source(g))
+    assert "INFINITY" in k and "-INFINITY" in k
+
+
+def test_numpy_renderer_source() -> None:
+    g = Graph([((2, 3), F32), ((2, 3), F32)],
+              [node("exp", X), node("mul", n(0), Y)], [n(1)])
+    kernels, _ = fuse(g)
+    src = np_codegen.render(g, kernels)
+    assert src.startswith("def fused_0(x0, x1):")
+    assert "OPS['exp'].forward(np, x0)" in src and "OPS['mul'].forward(np, t0, x1)" in src
+    fn = np_codegen.load(src)["fused_0"]
+    a, b = np.ones((2, 3), np.float32), np.full((2, 3), 2.0, np.float32)
+    np.testing.assert_allclose(fn(a, b), np.exp(a) * b, rtol=1e-6)
+
+
+# --- fusion -----------------------------------------------------------------------------
+def groups(g: Graph) -> tuple[list[list[str]], list[int]]:
+    kernels, schedule = fuse(g)
+    return [[g.nodes[m].op for m in k.nodes] for k in kernels], schedule
+
+
+def test_fusion_chain_is_one_kernel() -> None:
+    g = Graph([((2, 3), F32)], [node("exp", X), node("mul", n(0), 2.0),
+                                node("add", n(1), X), node("tanh", n(2))], [n(3)])
+    ks, schedule = groups(g)
+    assert ks == [["exp", "mul", "add", "tanh"]]
+    assert schedule == [3]
+
+
+def test_fusion_stops_at_library_ops_and_fan_out() -> None:
+    g = Graph([((2, 3), F32)],
+              [node("exp", X),                                      # 0 read twice
+               node("mul", n(0), 2.0),                              # 1
+               node("sum", n(1), sh=(3,), dims=(0,), keepdim=False),  # 2 library
+               node("neg", n(2), sh=(3,)),                          # 3
+               node("add", n(0), n(3)),                             # 4
+               node("sqrt", n(4))],                                 # 5
+              [n(5)])
+    ks, schedule = groups(g)
+    assert ["exp"] in ks  # two users: computed once, not fused into either
+    assert ["mul"] in ks and ["neg"] in ks and ["add", "sqrt"] in ks
+    assert 2 in schedule
+    kernels, _ = fuse(g)
+    assert all(2 not in k.nodes for k in kernels)
+
+
+def test_fusion_keeps_graph_outputs() -> None:
+    g = Graph([((2, 3), F32)], [node("exp", X), node("mul", n(0), 2.0)], [n(1), n(0)])
+    ks, _ = groups(g)
+    assert ks == [["exp"], ["mul"]]
+
+
+def test_fusion_leaves_integers_and_non_c_ops_to_the_library() -> None:
+    g = Graph([((2, 3), I64), ((2, 3), F32)],
+              [node("add", X, 1, dt=I64),
+               node("remainder", Y, 1.5),
+               node("floor_divide", Y, 2.0),
+               node("round", Y, decimals=2),
+               node("mul", n(1), n(2))],
+              [n(0), n(3), n(4)])
+    ks, schedule = groups(g)
+    assert ks == [["mul"]]
+    assert schedule[:4] == [0, 1, 2, 3]
+
+
+def test_fusion_float64_and_bool_casts() -> None:
+    g = Graph([((2, 3), F64)],
+              [node("gt", X, 0.0, dt=BOOL), node("cast", n(0), dt=F64, dtype=fluxion.float64),
+               node("mul", n(1), X, dt=F64)], [n(2)])
+    ks, _ = groups(g)
+    assert ks == [["gt", "cast", "mul"]]
+    k = kernel_text(c_source(g))
+    assert "const double* restrict in0" in k and "double" in k
+
+
+# --- C and NumPy backends agree with eager, specials included -----------------------------
+SPECIAL = np.array([np.nan, np.inf, -np.inf, 0.0, -0.0, 1.5, -2.5, 1e4, -1e-3, 0.25, 3.0,
+                    -7.0], np.float64)
+
+
+def _inputs(dtype: Any) -> tuple[Any, Any]:
+    rng = np.random.default_rng(7)
+    a = np.concatenate([SPECIAL, rng.standard_normal(12) * 3])
+    b = np.concatenate([SPECIAL[::-1], rng.standard_normal(12) * 3])
+    return (fluxion.from_numpy(a.astype(dtype).reshape(4, 6)),
+            fluxion.from_numpy(b.astype(dtype).reshape(4, 6)))
+
+
+NAN_OPS = {
+    "relu": lambda x, y: x.relu(),
+    "maximum": lambda x, y: fluxion.maximum(x, y),
+    "minimum": lambda x, y: fluxion.minimum(x, y),
+    "clamp": lambda x, y: x.clamp(-1.0, 2.0),
+    "clamp_min": lambda x, y: x.clamp(min=0.5),
+    "clamp_max": lambda x, y: x.clamp(max=-0.5),
+    "sign": lambda x, y: x.sign(),
+    "relu_then_max": lambda x, y: fluxion.maximum(x.relu() * 2, y.sign()),
+    "where_gt": lambda x, y: fluxion.where(x > y, x, y * 2),
+    "abs_neg": lambda x, y: (-x).abs(),
+}
+
+
+def _exactly_equal(a: Any, b: Any, what: str) -> None:
+    a, b = a.numpy(), b.numpy()
+    assert a.dtype == b.dtype and a.shape == b.shape, what
+    np.testing.assert_array_equal(a, b, err_msg=what)  # NaN positions must agree too
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_nan_semantics_c_numpy_eager(dtype: str) -> None:
+    """relu/maximum/minimum/clamp/sign follow NumPy (and PyTorch): NaN propagates; all
+    functions go into one compiled graph per backend (one C build)."""
+    x, y = _inputs(dtype)
+
+    def everything(x: Any, y: Any) -> tuple:
+        return tuple(f(x, y) for f in NAN_OPS.values())
+
+    eager = everything(x, y)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no fallback warning: this must be the C backend
+        c_out = fluxion.compile(everything, backend="c")(x, y) if HAVE_CC else None
+    np_out = fluxion.compile(everything, backend="numpy")(x, y)
+    for name, e, nb in zip(NAN_OPS, eager, np_out):
+        _exactly_equal(nb, e, f"numpy backend, {name}")
+    if c_out is not None:
+        for name, e, cb in zip(NAN_OPS, eager, c_out):
+            _exactly_equal(cb, e, f"C backend, {name}")
+
+
+ELEMENTWISE = {
+    "exp": lambda x, y: x.exp(), "log": lambda x, y: x.abs().log(),
+    "log1p": lambda x, y: x.abs().log1p(), "expm1": lambda x, y: x.expm1(),
+    "sqrt": lambda x, y: x.abs().sqrt(), "rsqrt": lambda x, y: x.abs().rsqrt(),
+    "reciprocal": lambda x, y: x.reciprocal(), "sin": lambda x, y: x.sin(),
+    "cos": lambda x, y: x.cos(), "tan": lambda x, y: x.tan(), "tanh": lambda x, y: x.tanh(),
+    "sigmoid": lambda x, y: x.sigmoid(), "erf": lambda x, y: x.erf(),
+    "floor": lambda x, y: x.floor(), "ceil": lambda x, y: x.ceil(),
+    "round": lambda x, y: x.round(), "trunc": lambda x, y: x.trunc(),
+    "neg": lambda x, y: -x, "add": lambda x, y: x + y, "sub": lambda x, y: x - y,
+    "mul": lambda x, y: x * y, "div": lambda x, y: x / y, "pow": lambda x, y: x.abs() ** y,
+    "pow_scalar": lambda x, y: x ** 3, "atan2": lambda x, y: fluxion.atan2(x, y),
+    "eq": lambda x, y: x == y, "ne": lambda x, y: x != y, "lt": lambda x, y: x < y,
+    "le": lambda x, y: x <= y, "ge": lambda x, y: x >= y,
+    "isnan": lambda x, y: x.isnan(), "isinf": lambda x, y: x.isinf(),
+    "isfinite": lambda x, y: x.isfinite(),
+    "logical": lambda x, y: (x > 0).logical_and(y < 0).logical_or((x > y).logical_not())
+    .logical_xor(y > 1),
+    "cast_bool": lambda x, y: (x > 0).to(x.dtype) * y,
+    "cast_f64": lambda x, y: x.double() * 2,
+    "gelu": lambda x, y: fluxion.nn.functional.gelu(x, approximate="tanh"),
+    "silu": lambda x, y: fluxion.nn.functional.silu(x),
+}
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_elementwise_c_numpy_eager(dtype: str) -> None:
+    x, y = _inputs(dtype)
+
+    def everything(x: Any, y: Any) -> tuple:
+        return tuple(f(x, y) for f in ELEMENTWISE.values())
+
+    with np.errstate(all="ignore"):
+        eager = everything(x, y)
+        outs = {"numpy": fluxion.compile(everything, backend="numpy")(x, y)}
+        if HAVE_CC:
+            outs["c"] = fluxion.compile(everything, backend="c")(x, y)
+    rtol = 1e-5 if dtype == "float32" else 1e-12
+    for backend, got in outs.items():
+        for name, e, g in zip(ELEMENTWISE, eager, got):
+            a, b = g.numpy(), e.numpy()
+            what = f"{backend} backend, {name}"
+            assert a.dtype == b.dtype and a.shape == b.shape, what
+            if a.dtype.kind == "f":
+                np.testing.assert_allclose(a, b, rtol=rtol, atol=0, equal_nan=True,
+                                           err_msg=what)
+            else:
+                np.testing.assert_array_equal(a, b, err_msg=what)
+
+
+def test_program_backends_directly() -> None:
+    """``build_program`` on the same graph with each backend: same outputs."""
+    g = Graph([((3, 4), F32), ((4,), F32)],
+              [node("mul", X, Y, sh=(3, 4)), node("exp", n(0), sh=(3, 4)),
+               node("sum", n(1), sh=(3,), dims=(1,), keepdim=False),
+               node("maximum", n(1), 1.0, sh=(3, 4))], [n(2), n(3)])
+    rng = np.random.default_rng(0)
+    inputs = [rng.standard_normal((3, 4)).astype(np.float32),
+              rng.standard_normal(4).astype(np.float32)]
+    p_np = runtime.build_program(g, backend="numpy")
+    assert p_np.backend == "numpy"
+    want = p_np.run(inputs)
+    np.testing.assert_allclose(want[0], np.exp(inputs[0] * inputs[1]).sum(1), rtol=1e-6)
+    if HAVE_CC:
+        p_c = runtime.build_program(g, backend="c")
+        assert p_c.backend == "c" and p_c.library.endswith(".so")
+        for a, b in zip(p_c.run(inputs), want):
+            np.testing.assert_allclose(a, b, rtol=1e-6)
+        # runs again on new inputs (no state left from the first run)
+        inputs2 = [x * 0.5 for x in inputs]
+        for a, b in zip(p_c.run(inputs2), p_np.run(inputs2)):
+            np.testing.assert_allclose(a, b, rtol=1e-6)
+
+
+def test_big_kernel_runs_parallel_branch() -> None:
+    """Above PARALLEL_MIN elements the OpenMP branch runs: still exact."""
+    size = c_codegen.PARALLEL_MIN + 1000
+    x = fluxion.from_numpy(np.linspace(-3, 3, size).astype(np.float32))
+    f = fluxion.compile(lambda x: (x * 2).exp().relu() + 1)
+    np.testing.assert_allclose(f(x).numpy(), ((x * 2).exp().relu() + 1).numpy(), rtol=1e-6)
+
+
+# --- the cache --------------------------------------------------------------------------
+SCRIPT = r"""
+import json, os, sys
+import fluxion
+def f(x, y):
+    return ((x * y).exp() + 1).tanh() - y
+cf = fluxion.compile(f)
+x = fluxion.arange(12.0).reshape(3, 4) / 10
+y = fluxion.ones(4) / 3
+out = cf(x, y)
+ok = bool(((out - f(x, y)).abs().max() < 1e-6).item())
+print(json.dumps({"ok": ok, "cache_hits": cf.stats.cache_hits, "graphs": cf.stats.graphs,
+                  "backend": [p.backend for p in cf.programs.values()]}))
+"""
+
+
+def _run_script(cache_dir: str) -> dict:
+    env = dict(os.environ, FLUXION_CACHE_DIR=cache_dir)
+    proc = subprocess.run([sys.executable, "-c", SCRIPT], env=env, capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def _so_files(d: str) -> set[str]:
+    return {f for f in os.listdir(d) if f.endswith(".so")} if os.path.isdir(d) else set()
+
+
+@needs_cc
+def test_second_process_hits_the_cache(_hermetic_cache: str) -> None:
+    first = _run_script(_hermetic_cache)
+    assert first == {"ok": True, "cache_hits": 0, "graphs": 1, "backend": ["c"]}
+    built = _so_files(_hermetic_cache)
+    assert len(built) == 1
+    mtimes = {f: os.path.getmtime(os.path.join(_hermetic_cache, f)) for f in built}
+    second = _run_script(_hermetic_cache)
+    assert second["ok"] and second["cache_hits"] >= 1
+    assert _so_files(_hermetic_cache) == built  # nothing new was compiled
+    assert {f: os.path.getmtime(os.path.join(_hermetic_cache, f)) for f in built} == mtimes
+
+
+@needs_cc
+def test_concurrent_processes_share_the_cache(_hermetic_cache: str) -> None:
+    env = dict(os.environ, FLUXION_CACHE_DIR=_hermetic_cache)
+    procs = [subprocess.Popen([sys.executable, "-c", SCRIPT], env=env, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for _ in range(3)]
+    results = []
+    for p in procs:
+        out, err = p.communicate(timeout=120)
+        assert p.returncode == 0, err
+        results.append(json.loads(out.strip().splitlines()[-1]))
+    assert all(r["ok"] and r["backend"] == ["c"] for r in results)
+    assert len(_so_files(_hermetic_cache)) == 1
+    leftovers = [f for f in os.listdir(_hermetic_cache)
+                 if not re.fullmatch(r"[0-9a-f]+\.(so|c)", f)]
+    assert leftovers == []  # no half-written temporaries
+    assert _run_script(_hermetic_cache)["cache_hits"] >= 1
+
+
+@needs_cc
+def test_same_process_new_function_loads_from_cache(_hermetic_cache: str) -> None:
+    def f(x: Any) -> Any:
+        return (x * 3).sin()
+
+    x = fluxion.ones(5)
+    a = fluxion.compile(f)
+    a(x)
+    assert a.stats.cache_hits == 0
+    b = fluxion.compile(f)
+    np.testing.assert_array_equal(b(x).numpy(), f(x).numpy())
+    assert b.stats.cache_hits == 1
+    (prog,) = b.programs.values()
+    assert prog.cache_hit and "load" in prog.times
+    assert os.path.dirname(prog.library) == _hermetic_cache
+    # the source is kept beside the library
+    assert os.path.exists(prog.library[:-3] + ".c")
+
+
+@needs_cc
+def test_cache_key_depends_on_source_and_compiler(monkeypatch: pytest.MonkeyPatch) -> None:
+    k1 = cache.key_for("void f(void) {}")
+    assert k1 == cache.key_for("void f(void) {}")
+    assert k1 != cache.key_for("void g(void) {}")
+    monkeypatch.setattr(cache, "FLAGS", [*cache.FLAGS, "-DFLUXION_TEST"])
+    assert k1 != cache.key_for("void f(void) {}")
+
+
+def test_no_compiler_falls_back_to_numpy(monkeypatch: pytest.MonkeyPatch, tmp_path: Any) -> None:
+    monkeypatch.setattr(fluxion.compiler.config, "cc", str(tmp_path / "no-such-cc"))
+    cache.toolchain.cache_clear()
+    monkeypatch.setattr(cache, "_warned", set())
+    try:
+        def f(x: Any) -> Any:
+            return (x.exp() * 2 + 1).relu()
+
+        x = fluxion.tensor([-1.0, 0.5, 2.0])
+        with pytest.warns(RuntimeWarning, match="no working C compiler") as record:
+            cf = fluxion.compile(f)
+            np.testing.assert_allclose(cf(x).numpy(), f(x).numpy(), rtol=1e-6)
+        assert len(record) == 1
+        assert all(p.backend == "numpy" for p in cf.programs.values())
+        assert "def fused_0(" in cf.show_source()
+        with warnings.catch_warnings():  # warned once: later compiles stay quiet
+            warnings.simplefilter("error")
+            g = fluxion.compile(lambda x: (x * x).sigmoid().double())
+            np.testing.assert_allclose(g(x).numpy(), (x * x).sigmoid().double().numpy(),
+                                       rtol=1e-12)
+            cf(fluxion.tensor([3.0, -2.0]))
+        assert not os.path.exists(fluxion.compiler.config.cache_dir) or not _so_files(
+            fluxion.compiler.config.cache_dir)
+    finally:
+        cache.toolchain.cache_clear()
+
+
+def test_c_compile_error_is_reported(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A C compiler that runs but fails: an error naming the compiler's message."""
+    if not HAVE_CC:
+        pytest.skip("no working C compiler (CC)")
+    with pytest.raises(RuntimeError, match="C compiler failed"):
+        cache.build("this is not C;")
