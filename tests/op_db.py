@@ -706,6 +706,11 @@ entry("softmax", "softmax",
       lambda m, x, d: m.nn.functional.softmax(x, d), _softmax_samples, dtypes=FLOATS)
 entry("log_softmax", "log_softmax",
       lambda m, x, d: m.nn.functional.log_softmax(x, dim=d), _softmax_samples, dtypes=FLOATS)
+entry("gelu", "gelu", lambda m, x, a: m.nn.functional.gelu(x, approximate=a),
+      lambda mk, dt: [S(a, approx, name=f"{n}_{approx}") for n, a in layouts(mk, dt)
+                      for approx in ("none", "tanh")]
+      + [S(A(mk((3, 4), low=-9.0, high=9.0)), "tanh", name="wide_tanh")],
+      dtypes=FLOATS)
 
 # --- movement --------------------------------------------------------------------------
 MOVE = (*FLOATS, "int64", "int32", "uint8", "bool")

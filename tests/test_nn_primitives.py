@@ -36,6 +36,22 @@ def test_primitive_gradients_first_and_second_order(name: str) -> None:
     assert fluxion.autograd.gradgradcheck(lambda t: fn(t, 1), (x,))
 
 
+@pytest.mark.parametrize("approximate", ["none", "tanh"])
+def test_gelu_primitive_matches_composite(approximate: str) -> None:
+    data = np.linspace(-12, 12, 97)
+    x1 = fluxion.tensor(data, requires_grad=True)
+    x2 = fluxion.tensor(data, requires_grad=True)
+    y1 = F.gelu(x1, approximate)
+    y2 = F.gelu_reference(x2, approximate)
+    np.testing.assert_allclose(y1.detach().numpy(), y2.detach().numpy(), rtol=1e-12, atol=1e-15)
+    y1.sum().backward()
+    y2.sum().backward()
+    np.testing.assert_allclose(x1.grad.numpy(), x2.grad.numpy(), rtol=1e-9, atol=1e-14)
+    x = fluxion.randn(7, dtype=fluxion.float64, requires_grad=True)
+    assert fluxion.autograd.gradcheck(lambda t: F.gelu(t, approximate), (x,))
+    assert fluxion.autograd.gradgradcheck(lambda t: F.gelu(t, approximate), (x,))
+
+
 def test_all_negative_infinity_row_has_no_nan_shift() -> None:
     x = fluxion.tensor([[-float("inf"), -float("inf")], [0.0, 1.0]])
     assert not np.isnan(F.log_softmax(x, 1).numpy()[1]).any()

@@ -86,7 +86,7 @@ class Program:
         else:
             env[("n", i)] = np.asarray(out)
 
-    def _out_buffer(self, k: Kernel, step: int) -> np.ndarray:
+    def _out_buffer(self, k: Kernel, step: int, reads: list[np.ndarray]) -> np.ndarray:
         """Where kernel k writes: the in-place target when safe, a reused scratch buffer
         for a value that never leaves the graph, else fresh memory."""
         root = self.graph.nodes[k.root]
@@ -94,7 +94,8 @@ class Program:
         if target is not None and target.shape == root.shape and target.dtype == root.dtype \
                 and target.flags.c_contiguous and target.flags.writeable \
                 and all(self._in_last_use.get(j, -1) <= step or not np.may_share_memory(target, a)
-                        for j, a in enumerate(self._inputs)):
+                        for j, a in enumerate(self._inputs)) \
+                and all(_aligned_or_apart(target, a) for a in reads):
             return target
         if k.name in self._scratch_ok:
             buf = self._scratch.get(k.name)
@@ -115,7 +116,7 @@ class Program:
             a = np.ascontiguousarray(env[r], dtype=d)
             keep.append(a)
             args.append(a.ctypes.data)
-        out = self._out_buffer(k, step)
+        out = self._out_buffer(k, step, keep)
         args.append(out.ctypes.data)
         fn(*args)
         return out
@@ -145,6 +146,25 @@ class Program:
                 f"from eager by up to {diff:.3g} (rtol {config.verify_rtol}, atol "
                 f"{config.verify_atol})\n{self.graph}"
             )
+
+
+def _aligned_or_apart(target: np.ndarray, a: np.ndarray) -> bool:
+    """Whether writing element i of ``target`` can never change what the kernel still reads
+    from ``a``: no shared memory, or exactly the same elements in the same order (element i
+    is read before it is written)."""
+    if not np.may_share_memory(target, a):
+        return True
+    return (a.ctypes.data == target.ctypes.data and a.shape == target.shape
+            and a.strides == target.strides)
+
+
+# library ops whose results are always fresh memory (never a view of an input)
+_FRESH = frozenset({
+    "matmul", "sum", "prod", "amax", "amin", "max_dim", "min_dim", "argmax", "argmin", "all",
+    "any", "cumsum", "norm2", "softmax", "log_softmax", "gelu", "cat", "pad", "unfold", "fold",
+    "gather", "scatter", "scatter_add", "index_put", "index", "where", "cast", "clone", "flip",
+    "roll", "tril", "triu", "sort", "topk", "slice_backward", "view_scatter",
+})
 
 
 def build_program(graph: Graph, backend: str = "auto") -> Program:
@@ -199,9 +219,12 @@ def build_program(graph: Graph, backend: str = "auto") -> Program:
     # memory planning: a kernel result that only compute ops read (no views, not an
     # output) gets one buffer, reused on every call
     users = opt.users()
+    in_kernel = {m for k in kernels for m in k.nodes}
     for k in kernels:
         if ("n", k.root) in outputs:
             continue
-        if all(not OPS[opt.nodes[u].op].view for u in users[k.root]):
+        # every reader copies (a kernel, or an op whose result is fresh): nothing that
+        # leaves the graph can alias the reused buffer
+        if all(u in in_kernel or opt.nodes[u].op in _FRESH for u in users[k.root]):
             prog._scratch_ok.add(k.name)
     return prog

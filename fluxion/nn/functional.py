@@ -602,13 +602,25 @@ def gelu(input: Tensor, approximate: str = "none") -> Tensor:
     >>> fluxion.nn.functional.gelu(fluxion.tensor([0.0, 1.0]))
     tensor([0.0000, 0.8413])
     """
+    if approximate not in ("none", "tanh"):
+        raise ValueError(f"approximate argument must be either none or tanh, got {approximate!r}")
+    if not input.is_floating_point():
+        raise RuntimeError(f"gelu: expected a floating point input, got {input.dtype}")
+    return label(apply(OPS["gelu"], input, approximate=approximate), "GeluBackward0")
+
+
+def gelu_reference(input: Tensor, approximate: str = "none") -> Tensor:
+    """``gelu`` as a composite of primitives: the reference for the primitive.
+
+    >>> import fluxion
+    >>> fluxion.nn.functional.gelu_reference(fluxion.tensor([0.0, 1.0]))
+    tensor([0.0000, 0.8413])
+    """
     if approximate == "tanh":
         # 0.5 * (1 + tanh(u)) == sigmoid(2u): the same function without the cancellation
         # of 1 + tanh(u) for negative u, so values and gradients stay accurate in the tail
         inner = (input + input * input * input * 0.044715) * math.sqrt(2 / math.pi)
         return input * (inner * 2).sigmoid()
-    if approximate != "none":
-        raise ValueError(f"approximate argument must be either none or tanh, got {approximate!r}")
     return input * 0.5 * ((input * (1 / math.sqrt(2))).erf() + 1)
 
 

@@ -4,6 +4,8 @@ reference it is tested against."""
 
 from __future__ import annotations
 
+import math
+
 from fluxion.ops.registry import defop
 
 
@@ -43,3 +45,38 @@ def _(n, g):
 
 for _op in (softmax, log_softmax):
     _op.shape_rule = lambda specs, **_: (specs[0].shape, specs[0].dtype)
+
+
+_K = math.sqrt(2 / math.pi)
+
+
+def _stable_sigmoid(xp, v):
+    e = xp.exp(-xp.abs(v))
+    return xp.where(v >= 0, 1 / (1 + e), e / (1 + e))
+
+
+@defop("gelu", "nn")
+def gelu(xp, a, approximate="none"):
+    """x * Phi(x) (``'none'``) or x * sigmoid(2 sqrt(2/pi) (x + 0.044715 x^3)) (``'tanh'``,
+    the tanh form written without its cancellation for negative x)."""
+    if approximate == "tanh":
+        u = _K * (a + 0.044715 * a * a * a)
+        return (a * _stable_sigmoid(xp, 2 * u)).astype(a.dtype, copy=False)
+    from fluxion.ops.elementwise import erf
+
+    return (0.5 * a * (1 + erf.forward(xp, a * (1 / math.sqrt(2))))).astype(a.dtype, copy=False)
+
+
+@gelu.defgrad
+def _(n, g):
+    x = n.inputs[0]
+    if n.attrs.get("approximate", "none") == "tanh":
+        s = ((x + x * x * x * 0.044715) * (2 * _K)).sigmoid()
+        du = (1 + x * x * (3 * 0.044715)) * (2 * _K)
+        return (g * (s + x * s * (1 - s) * du),)
+    cdf = ((x * (1 / math.sqrt(2))).erf() + 1) * 0.5
+    pdf = (x * x * -0.5).exp() * (1 / math.sqrt(2 * math.pi))
+    return (g * (cdf + x * pdf),)
+
+
+gelu.shape_rule = lambda specs, **_: (specs[0].shape, specs[0].dtype)
