@@ -222,6 +222,67 @@ def test_python_scalar_arguments_change_between_calls() -> None:
     assert compiled.stats.calls == 5
 
 
+M = fluxion.tensor([True, False, True, False])
+SCALAR_USES = {
+    "int_ge_float": (lambda x, s: x.long() >= s, [0.5, 1.5, 1.5, 2.5]),
+    "where_scalar": (lambda x, s: fluxion.where(M, x, s), [0.5, 0.7, 0.25]),
+    "int8_add": (lambda x, s: x.to(fluxion.int8) + s, [1, 2, 100]),
+    "int_mul_then_float": (lambda x, s: x.long() * s, [2, 3, 2.5, 4]),
+    "uint8_sub": (lambda x, s: x.to(fluxion.uint8) - s, [1, 2, 3]),
+    "eq": (lambda x, s: x == s, [1, 2, 2.5]),
+    "masked_fill": (lambda x, s: x.masked_fill(M, s), [0.5, 0.7, 0.25]),
+    "int_div": (lambda x, s: x.long() / s, [2, 3, 4]),
+    "pow": (lambda x, s: x ** s, [2, 3, 0.5, 1, 2]),
+    "rsub": (lambda x, s: s - x.long(), [1, 2, 3.5]),
+    "times_one_then_two": (lambda x, s: (x * s).exp(), [1, 1.0, 2, 0, 1]),
+    "lerp": (lambda x, s: x.lerp(x * 2 + 1, s), [0.1, 0.2, 0.3]),
+    "clamp": (lambda x, s: x.clamp(min=s), [1, 2, 1.5]),
+}
+
+
+@pytest.mark.parametrize("name", list(SCALAR_USES))
+def test_changing_python_scalars(name: str) -> None:
+    """A number that changes between calls becomes an input after the first change
+    (automatic dynamic): its type and value still decide the result as in eager."""
+    f, values = SCALAR_USES[name]
+    compiled = fluxion.compile(f, backend="numpy")
+    x = fluxion.tensor([0.0, 1.0, 2.0, 3.0])
+    for v in values:
+        assert_same_outputs(compiled(x, v), f(x, v), TOL)
+
+
+@pytest.mark.parametrize("dynamic, graphs", [(True, 1), (False, 5), (None, 3)])
+def test_dynamic_flag(dynamic: bool | None, graphs: int) -> None:
+    """True: scalars are inputs from the start; False: one graph per value; None: a
+    constant until it changes, then an input (two constant graphs, one lifted)."""
+    compiled = fluxion.compile(lambda x, s: (x * s).exp(), dynamic=dynamic, backend="numpy")
+    x = fluxion.ones(2)
+    for s in (1.5, 2.5, 3.5, 4.5, 5.5):
+        assert_same_outputs(compiled(x, s), (x * s).exp(), TOL)
+    assert compiled.stats.graphs == graphs
+
+
+def test_random_values_are_drawn_each_call() -> None:
+    from fluxion.nn import functional as F
+
+    x = fluxion.ones(64)
+    for f in (lambda x: F.dropout(x, 0.5, training=True), lambda x: x * fluxion.randn(64),
+              lambda x: x * fluxion.rand_like(x)):
+        compiled = fluxion.compile(f, backend="numpy")
+        assert not bool((compiled(x) == compiled(x)).all())  # not frozen into the graph
+        fluxion.manual_seed(7)
+        a = compiled(x)
+        fluxion.manual_seed(7)
+        assert_same_outputs(a, f(x), TOL)
+
+
+def test_tensors_created_inside() -> None:
+    def f() -> Any:
+        return (fluxion.ones(3) * 2 + fluxion.arange(3.0)).exp() @ fluxion.eye(3)
+
+    assert_same_outputs(fluxion.compile(f)(), f(), TOL)
+
+
 G = fluxion.tensor([1.0, 2.0, 3.0])
 
 
@@ -311,6 +372,94 @@ def test_in_place_writes_across_a_break() -> None:
         assert_same_outputs(xc, xe, TOL)
 
 
+def _two_views() -> tuple:
+    x = fluxion.arange(6.0).reshape(2, 3)
+    return x, x[0]
+
+
+def _transposed() -> tuple:
+    x = fluxion.arange(6.0).reshape(2, 3)
+    return x, x.t()
+
+
+def _overlapping() -> tuple:
+    x = fluxion.arange(6.0)
+    return x[:4], x[2:]
+
+
+def _read_before_and_after(x: Any, v: Any) -> Any:
+    y = v * 2
+    x.add_(1)
+    return y, v * 3
+
+
+def _view_made_inside(x: Any, _: Any) -> Any:
+    v = x[1]
+    x.mul_(2)
+    return v + 0
+
+
+def _write_through_view(x: Any, _: Any) -> Any:
+    x[1].add_(100)
+    x.t()[0].mul_(-1)
+    x[:, 0] = -1
+    x.view(-1)[::2].add_(5)
+    return x * 1
+
+
+def _overlapping_writes(a: Any, b: Any) -> Any:
+    a.add_(b)
+    b.mul_(2)
+    return a + b
+
+
+VIEW_PROGRAMS = {
+    "input_view_sees_base_write": (lambda x, v: (x.add_(1), v * 2)[1], _two_views),
+    "base_sees_input_view_write": (lambda x, v: (v.mul_(10), x * 1)[1], _two_views),
+    "transposed_input_view": (lambda x, v: (x.add_(1), v * 2)[1], _transposed),
+    "read_before_and_after": (_read_before_and_after, _two_views),
+    "view_made_inside": (_view_made_inside, _two_views),
+    "write_through_views": (_write_through_view, _two_views),
+    "overlapping_inputs": (_overlapping_writes, _overlapping),
+}
+
+
+@pytest.mark.parametrize("name", list(VIEW_PROGRAMS))
+def test_views_and_in_place_writes(name: str) -> None:
+    """Views share memory with their base inside a compiled call as in eager: a write
+    through one is seen through the other, inputs included."""
+    f, make = VIEW_PROGRAMS[name]
+    eager_args, compiled_args = make(), make()
+    assert_same_outputs(fluxion.compile(f)(*compiled_args), f(*eager_args), TOL)
+    for c, e in zip(compiled_args, eager_args):
+        assert_same_outputs(c, e, TOL)
+
+
+METADATA = {
+    "shape": lambda y: tuple(y.shape), "size": lambda y: y.size(1), "numel": lambda y: y.numel(),
+    "dim": lambda y: y.dim(), "len": lambda y: len(y), "dtype": lambda y: y.dtype,
+    "is_contiguous": lambda y: (y.is_contiguous(), y.t().is_contiguous()),
+    "stride": lambda y: (y.stride(), y.t().stride(), y[:, 1:].stride()),
+    "requires_grad": lambda y: y.requires_grad,
+    "is_floating_point": lambda y: y.dtype.is_floating_point,
+}
+
+
+@pytest.mark.parametrize("name", list(METADATA))
+def test_metadata_reads_do_not_break(name: str) -> None:
+    read = METADATA[name]
+
+    def f(x: Any) -> Any:
+        y = x * 2
+        return y + 1, read(y)
+
+    x = fluxion.arange(6.0).reshape(2, 3)
+    out, meta = fluxion.compile(f, fullgraph=True)(x)
+    want_out, want_meta = f(x)
+    assert_same_outputs(out, want_out, TOL)
+    assert meta == want_meta
+
+
 LATER_CALLS = {
     "elementwise": lambda x: (x * 2).exp() + 1,
     "reshape": lambda x: (x * 2).exp().reshape(-1),
@@ -392,6 +541,85 @@ def test_backward_inside_and_grad_accumulation() -> None:
     for _ in range(3):  # .grad accumulates across calls, as in eager
         assert_same_outputs(compiled(xc), f(xe), TOL)
         assert_same_outputs(xc.grad, xe.grad, TOL)
+
+
+class _Square(fluxion.autograd.Function):
+    @staticmethod
+    def forward(ctx: Any, x: Any) -> Any:
+        ctx.save_for_backward(x)
+        return x * x
+
+    @staticmethod
+    def backward(ctx: Any, g: Any) -> Any:
+        (x,) = ctx.saved_tensors
+        return g * 2 * x
+
+
+def _double_backward(x: Any) -> Any:
+    (g,) = fluxion.autograd.grad((x ** 3).sum(), x, create_graph=True)
+    (g * g.sin()).sum().backward()
+    return g
+
+
+def _hook(x: Any) -> Any:
+    y = x.exp()
+    y.register_hook(lambda g: g * 2)
+    y.sum().backward()
+    return y
+
+
+def _retain_grad(x: Any) -> Any:
+    y = x.exp()
+    y.retain_grad()
+    (y * y).sum().backward()
+    return y.grad
+
+
+def _retain_graph(x: Any) -> Any:
+    y = (x.sin() * 3).sum()
+    y.backward(retain_graph=True)
+    y.backward()
+    return y
+
+
+def _grad_argument(x: Any) -> Any:
+    y = x.exp() * 2
+    y.backward(fluxion.tensor([1.0, 0.5, -1.0]))
+    return y
+
+
+def _custom_function(x: Any) -> Any:
+    y = _Square.apply(x.tanh()).sum()
+    y.backward()
+    return y
+
+
+def _clip(x: Any) -> Any:
+    y = (x * 10).pow(2).sum()
+    y.backward()
+    nn.utils.clip_grad_norm_([x], 1.0)
+    return y
+
+
+def _setitem(x: Any) -> Any:
+    y = x * 1
+    y[1] = 5.0
+    (y * y).sum().backward()
+    return y
+
+
+AUTOGRAD = {f.__name__.strip("_"): f for f in (
+    _double_backward, _hook, _retain_grad, _retain_graph, _grad_argument, _custom_function,
+    _clip, _setitem)}
+
+
+@pytest.mark.parametrize("name", list(AUTOGRAD))
+def test_autograd_features_inside(name: str) -> None:
+    f = AUTOGRAD[name]
+    xe = fluxion.tensor([0.5, -1.0, 2.0], requires_grad=True)
+    xc = fluxion.tensor([0.5, -1.0, 2.0], requires_grad=True)
+    assert_same_outputs(fluxion.compile(f)(xc), f(xe), TOL)
+    assert_same_outputs(xc.grad, xe.grad, TOL)
 
 
 def _bn_net() -> Any:
@@ -629,6 +857,26 @@ def test_explain_module_and_show_source(capsys: pytest.CaptureFixture) -> None:
     src = cm._compiled.show_source()
     assert src.startswith("# graph 0 (")
     capsys.readouterr()
+
+
+def test_print_source(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
+    monkeypatch.setattr(fluxion.compiler.config, "print_source", True)
+    fluxion.compile(lambda x: (x + 1).sqrt(), backend="numpy")(fluxion.ones(2))
+    out = capsys.readouterr().out
+    assert "generated numpy source" in out and "def fused_0(" in out
+
+
+def helper_that_reads(y: Any) -> float:
+    return y.max().item()  # BREAK: helper
+
+
+def test_break_location_is_the_innermost_user_frame() -> None:
+    def f(x: Any) -> Any:
+        return x * helper_that_reads(x * 2)
+
+    compiled = fluxion.compile(f)
+    assert_same_outputs(compiled(fluxion.ones(2)), f(fluxion.ones(2)), TOL)
+    assert compiled.stats.breaks[0].location == f"{HERE}:{lineno('# BREAK: helper')}"
 
 
 def test_module_level_names() -> None:
