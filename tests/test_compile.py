@@ -139,6 +139,35 @@ def test_op_backward_compiled_equals_eager(e: OpEntry, s: Sample) -> None:
         assert_same_outputs(c.grad, g.grad, TOL)
 
 
+def test_sweep_captures_every_primitive(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The samples above, captured (forward and backward): every primitive of the op table
+    appears in some compiled graph, so the sweep really exercises the compiler on it."""
+    from fluxion.compiler import runtime
+    from fluxion.ops import OPS
+
+    seen: set[str] = set()
+    real_run = runtime.Program.run
+
+    def spy(self: Any, *args: Any, **kwargs: Any) -> Any:
+        seen.update(node.op for node in self.captured.nodes)
+        return real_run(self, *args, **kwargs)
+
+    monkeypatch.setattr(runtime.Program, "run", spy)
+    for p in FORWARD + GRAD:
+        e, s = p.values
+        args, kwargs, _ = build(fluxion, s, e.grad)
+
+        def f(*a: Any, **k: Any) -> Any:
+            outs = [o for o in flat(e.op(*a, **k))
+                    if isinstance(o, fluxion.Tensor) and o.requires_grad]
+            if outs:
+                sum(o.sum() for o in outs).backward()
+
+        fluxion.compile(f, backend="numpy")(*args, **kwargs)
+    missing = sorted(set(OPS) - seen)
+    assert not missing, f"never captured: {missing}"
+
+
 # --- 3. control flow, graph breaks, guards ----------------------------------------------
 def branchy(x: Any) -> Any:
     y = x * 2 + 1
@@ -738,6 +767,40 @@ def test_nested_compiled_call_is_inlined() -> None:
     assert inner.stats.calls == 0 and outer.stats.graphs == 1
 
 
+def test_other_threads_run_eagerly_during_a_compiled_call() -> None:
+    """Capture belongs to the thread that runs the compiled function: another thread's
+    eager ops in the meantime are neither recorded into its graph nor break it."""
+    import threading
+
+    capturing, worker_done = threading.Event(), threading.Event()
+    seen: list = []
+
+    def worker() -> None:
+        capturing.wait(10)
+        try:
+            seen.append((fluxion.arange(4.0) * 3 + 1).tolist())
+        except Exception as e:  # pragma: no cover - reported below
+            seen.append(e)
+        worker_done.set()
+
+    def f(x: Any) -> Any:
+        y = x * 2
+        capturing.set()
+        worker_done.wait(10)  # the worker's eager ops run while this call records
+        return y + 1
+
+    compiled = fluxion.compile(f, fullgraph=True, backend="numpy")
+    t = threading.Thread(target=worker)
+    t.start()
+    out = compiled(fluxion.ones(3))
+    t.join()
+    assert seen == [[1.0, 4.0, 7.0, 10.0]]
+    assert out.tolist() == [3.0, 3.0, 3.0]
+    assert compiled.stats.breaks == [] and compiled.stats.graphs == 1
+    (prog,) = compiled.programs.values()
+    assert [n.op for n in prog.captured.nodes] == ["mul", "add"]
+
+
 def test_exception_inside_leaves_no_capture_behind() -> None:
     def f(x: Any) -> Any:
         y = x * 2
@@ -751,6 +814,25 @@ def test_exception_inside_leaves_no_capture_behind() -> None:
 
     assert not active()
     assert (fluxion.ones(2) * 3).tolist() == [3.0, 3.0]
+
+
+def test_exception_after_in_place_write() -> None:
+    """The Python raised after an in-place write (and after storing a new tensor outside):
+    as in eager, the write happened and every tensor stays usable."""
+    kept: list = []
+
+    def f(x: Any, w: Any) -> Any:
+        x.add_(1)
+        kept.append(w * 2)
+        raise ValueError("boom")
+
+    for g in (f, fluxion.compile(f)):
+        x, w = fluxion.zeros(3), fluxion.ones(3)
+        with pytest.raises(ValueError, match="boom"):
+            g(x, w)
+        assert x.tolist() == [1.0, 1.0, 1.0]
+        assert (x + 1).tolist() == [2.0, 2.0, 2.0]
+        assert kept.pop().tolist() == [2.0, 2.0, 2.0]
 
 
 def test_decorator_forms_and_bad_backend() -> None:
@@ -783,6 +865,51 @@ def test_optimized_module_is_the_module() -> None:
     assert m.extra == 5
     x = fluxion.randn(4, 3)
     assert_same_outputs(cm(x), m(x), TOL)
+
+
+def test_compiled_submodule_is_a_module() -> None:
+    """A compiled module stays a Module: a parent registers it (its parameters are the
+    parent's, so an optimizer over parent.parameters() trains them) and containers take
+    it."""
+
+    class Outer(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.inner = fluxion.compile(nn.Linear(2, 3))
+
+        def forward(self, x: Any) -> Any:
+            return self.inner(x).relu()
+
+    outer = Outer()
+    assert isinstance(outer.inner, nn.Module)
+    assert len(list(outer.parameters())) == 2
+    seq = nn.Sequential(fluxion.compile(nn.Linear(2, 2)), nn.ReLU())
+    assert len(list(seq.parameters())) == 2
+    x = fluxion.ones(1, 2)
+    assert_same_outputs(seq(x), seq[1](seq[0]._orig_mod(x)), TOL)
+
+
+def test_compile_callables_without_a_name(monkeypatch: pytest.MonkeyPatch) -> None:
+    """functools.partial and callable objects compile, recompile warnings included."""
+    import functools
+
+    monkeypatch.setattr(fluxion.compiler.config, "recompile_limit", 1)
+
+    class AddOne:
+        def __call__(self, x: Any) -> Any:
+            return x + 1
+
+    def scale(x: Any, a: float) -> Any:
+        return x * a
+
+    for fn in (functools.partial(scale, a=2.0), AddOne()):
+        compiled = fluxion.compile(fn, backend="numpy")
+        with warnings.catch_warnings(record=True) as record:
+            warnings.simplefilter("always")
+            for k in (1, 2, 3):
+                assert_same_outputs(compiled(fluxion.ones(k)), fn(fluxion.ones(k)), TOL)
+        assert any("recompile_limit" in str(w.message) for w in record)
+        assert repr(compiled).startswith("<compiled ")
 
 
 def test_verify_mode(monkeypatch: pytest.MonkeyPatch) -> None:
