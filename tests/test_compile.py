@@ -56,17 +56,22 @@ def _float_dtype(e: OpEntry) -> str | None:
     return next((d for d in e.dtypes if d in FLOATS), None)
 
 
+# besides each entry's first sample: broadcasting (values and gradients), and for values
+# only NaN/inf, non-contiguous and expanded operands, empty tensors and 0-d operands
+BOTH = ("bcast_3x1_1x4", "bcast3")
+FORWARD_ONLY = ("special", "strided", "expanded", "0size", "0d_lhs")
+
+
 def _pick(e: OpEntry) -> tuple[list, list]:
     """A few samples per entry: (forward cases, gradient cases)."""
     fwd, grad = [], []
     fdt = _float_dtype(e)
     if fdt is not None:
         samples = e.sample_list(fdt)
-        chosen = [samples[0]] + [s for s in samples[1:]
-                                 if s.name in ("bcast_3x1_1x4", "special", "bcast3")]
+        chosen = [samples[0]] + [s for s in samples[1:] if s.name in FORWARD_ONLY + BOTH]
         for s in chosen:
             fwd.append(pytest.param(e, s, id=f"{e.name}-{fdt}-{s.name}"))
-            if e.grad and s.ref_grad and s.name != "special" and any(
+            if e.grad and s.ref_grad and s.name not in FORWARD_ONLY and any(
                     is_float(a) and a.grad for a in s.tensors()):
                 grad.append(pytest.param(e, s, id=f"{e.name}-{fdt}-{s.name}"))
     other = next((d for d in e.dtypes if d not in FLOATS and d != MIXED), None)
