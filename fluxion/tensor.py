@@ -278,8 +278,16 @@ class Tensor:
         >>> (w ** 2).backward(); w.grad
         tensor(6.)
         """
-        from fluxion.autograd.engine import backward
+        from fluxion.autograd.engine import backward, compiled_owner
+        from fluxion.ops.registry import capture
 
+        # a graph recorded by a compiled call differentiates as a compiled graph too
+        owner = compiled_owner([self]) if capture.segment is None and not create_graph \
+            else None
+        if owner is not None:
+            owner.run_backward(lambda: backward(self, gradient, retain_graph, create_graph,
+                                                inputs))
+            return
         backward(self, gradient, retain_graph, create_graph, inputs)
 
     def requires_grad_(self, requires_grad: bool = True) -> Tensor:

@@ -288,6 +288,23 @@ def run(
     return captured if capture is not None else None
 
 
+def compiled_owner(roots: list[Tensor], limit: int = 100_000) -> Any:
+    """The compiled function whose call recorded part of this graph, if any: its
+    backward then runs as a compiled graph as well."""
+    seen: set[int] = set()
+    stack = [t.grad_fn for t in roots if t.grad_fn is not None]
+    while stack and len(seen) < limit:
+        n = stack.pop()
+        if id(n) in seen:
+            continue
+        seen.add(id(n))
+        owner = getattr(n, "owner", None)
+        if owner is not None:
+            return owner
+        stack.extend(e for e in n.next if isinstance(e, Node))
+    return None
+
+
 def backward(
     tensors: Any,
     grad_tensors: Any = None,

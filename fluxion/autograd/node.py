@@ -34,7 +34,7 @@ class Node:
     __slots__ = (
         "op", "next", "attrs", "shapes", "dtypes", "_inputs",
         "_saved_versions", "_out_data", "_out_version", "_out_saved_version", "_freed",
-        "pre_hooks", "trace", "label", "aux", "__weakref__",
+        "pre_hooks", "trace", "label", "aux", "owner", "__weakref__",
     )
 
     def __init__(self, op: Op, inputs: tuple, attrs: dict, out: Tensor) -> None:
@@ -81,6 +81,7 @@ class Node:
         self.trace = _user_frame() if state.anomaly else None
         self.label: str | None = None
         self.aux: tuple | None = None  # extra outputs (indices) a backward rule may reuse
+        self.owner: Any = None  # the compiled function that recorded this node, if any
 
     @property
     def needs_input_grad(self) -> tuple[bool, ...]:

@@ -94,57 +94,46 @@ class CompiledFunction:
         self.lift_scalars = dynamic is True  # Python scalars as inputs, not constants
         functools.update_wrapper(self, fn)
 
-    # compat with the Segment protocol
-    @property
-    def stats_dict(self) -> dict[str, float]:
-        return self.timings
-
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         if state.segment is not None:  # already recording (nested compiled call): inline
             return self.fn(*args, **kwargs)
         self.stats.calls += 1
         self.last_programs = []
         self._slot = 0
-        state.segment = Segment(self)
-        try:
-            out = self.fn(*args, **kwargs)
-        except BaseException:
-            seg = state.segment
-            state.segment = None
-            if seg is not None:
-                seg.done = True
-            raise
-        seg = state.segment
-        if seg is not None:
-            seg.flush("return")
-        state.segment = None
-        _mark_outputs(out, self)
-        return out
+        return self._record(lambda: self.fn(*args, **kwargs))
 
     def run_backward(self, thunk: Callable[[], None]) -> None:
-        """Run a backward pass as a captured graph (compiled gradient code)."""
+        """Run a backward pass as a captured graph (compiled gradient code); what
+        ``.backward()`` does on a tensor a compiled call returned."""
         if state.segment is not None:
             thunk()
             return
+        self._slot = 0
+        self._record(thunk)
+
+    def _record(self, thunk: Callable[[], Any]) -> Any:
+        """Run ``thunk`` with capture on; compile and run what is left at the end."""
         state.segment = Segment(self)
         try:
-            thunk()
+            out = thunk()
         except BaseException:
+            # eager would have run the ops before the error: run them (in-place writes
+            # and escaped values stay valid), then let the error through
             seg = state.segment
             state.segment = None
             if seg is not None:
-                seg.done = True
+                try:
+                    seg.flush("return")
+                except Exception:
+                    seg.done = True
             raise
         seg = state.segment
         if seg is not None:
             seg.flush("return")
         state.segment = None
+        return out
 
     # --- called by segments ----------------------------------------------------------
-    @property
-    def stats_run(self) -> float:
-        return self.timings["run_s"]
-
     def _segment_finished(self, seg: Segment, reason: str) -> None:
         if reason == "return":
             return
@@ -182,7 +171,8 @@ class CompiledFunction:
                     where = user_location()
                     file, _, line = where.rpartition(":")
                     warnings.warn_explicit(
-                        f"fluxion.compile: {self.__name__} has been compiled for "
+                        f"fluxion.compile: {getattr(self.fn, '__name__', repr(self.fn))} has "
+                        "been compiled for "
                         f"{len(seen) + 1} different graphs at one place (limit "
                         f"{config.recompile_limit}); the last change: {why}. Pass "
                         "dynamic=True, keep shapes fixed, or raise "
@@ -197,10 +187,6 @@ class CompiledFunction:
         self.last_programs.append(prog)
         return prog
 
-    @property
-    def stats_obj(self) -> CompileStats:
-        return self.stats
-
     def show_source(self) -> str:
         """The generated source of every graph compiled so far."""
         return "\n\n".join(f"# graph {i} ({p.backend})\n{p.source}"
@@ -210,35 +196,46 @@ class CompiledFunction:
         return f"<compiled {getattr(self.fn, '__name__', self.fn)!s}: {self.stats.graphs} graphs>"
 
 
-def _mark_outputs(out: Any, owner: CompiledFunction) -> None:
-    """Tensors returned by a compiled call run their backward compiled too."""
-    from fluxion.tensor import Tensor
+def _optimized_module_class() -> type:
+    from fluxion.nn.module import Module
 
-    items = out if isinstance(out, (tuple, list)) else (out,)
-    for t in items:
-        if isinstance(t, Tensor) and t.requires_grad and t.grad_fn is not None:
-            t.__dict__["_compiled"] = owner
+    class OptimizedModule(Module):
+        """What ``fluxion.compile(module)`` returns: a Module whose calls run compiled;
+        its parameters are the original's (held as ``_orig_mod``, as in PyTorch)."""
+
+        def __init__(self, module: Module, compiled: CompiledFunction) -> None:
+            super().__init__()
+            d = self.__dict__
+            d["_orig_mod"], d["_compiled"] = module, compiled
+            # the same parameters, buffers and children (and so the same state_dict keys)
+            for key in ("_parameters", "_buffers", "_modules", "_non_persistent_buffers_set"):
+                d[key] = module.__dict__[key]
+            d["training"] = module.training
+
+        def __call__(self, *args: Any, **kwargs: Any) -> Any:
+            return self._compiled(*args, **kwargs)
+
+        def forward(self, *args: Any, **kwargs: Any) -> Any:
+            return self._compiled(*args, **kwargs)
+
+        def train(self, mode: bool = True) -> Module:
+            self._orig_mod.train(mode)
+            self.__dict__["training"] = mode
+            return self
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(self.__dict__["_orig_mod"], name)
+
+        def __setattr__(self, name: str, value: Any) -> None:
+            setattr(self.__dict__["_orig_mod"], name, value)
+
+        def __repr__(self) -> str:
+            return f"OptimizedModule({self._orig_mod!r})"
+
+    return OptimizedModule
 
 
-class OptimizedModule:
-    """What ``fluxion.compile(module)`` returns: calls run compiled; everything else
-    (parameters, ``train()``, ``state_dict()``...) is the original module's."""
-
-    def __init__(self, module: Any, compiled: CompiledFunction) -> None:
-        object.__setattr__(self, "_orig_mod", module)
-        object.__setattr__(self, "_compiled", compiled)
-
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        return self._compiled(*args, **kwargs)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._orig_mod, name)
-
-    def __setattr__(self, name: str, value: Any) -> None:
-        setattr(self._orig_mod, name, value)
-
-    def __repr__(self) -> str:
-        return f"OptimizedModule({self._orig_mod!r})"
+OptimizedModule = _optimized_module_class()
 
 
 def compile(fn: Any = None, *, fullgraph: bool = False, dynamic: bool | None = None,

@@ -45,10 +45,29 @@ def c_available() -> bool:
     return ok
 
 
+@lru_cache(maxsize=1)
+def cpu_signature() -> str:
+    """The CPU the code is built for (``-march=native``): machine and feature flags."""
+    import platform
+
+    flags = ""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith(("flags", "Features")):
+                    flags = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    return f"{platform.machine()} {platform.processor()} {flags}"
+
+
 def key_for(source: str) -> str:
-    """Content hash of source + toolchain + flags."""
+    """Content hash of source + toolchain + flags + CPU (a cache dir shared between
+    different machines never hands one the other's instructions)."""
     h = hashlib.sha256()
-    for part in (source, config.cc, toolchain(config.cc) or "", " ".join(FLAGS)):
+    for part in (source, config.cc, toolchain(config.cc) or "", " ".join(FLAGS),
+                 cpu_signature()):
         h.update(part.encode())
         h.update(b"\0")
     return h.hexdigest()[:24]

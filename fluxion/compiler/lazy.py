@@ -80,6 +80,10 @@ class LazyArray:
         return self.dtype.itemsize
 
     @property
+    def strides(self) -> tuple[int, ...]:
+        return tuple(s * self.dtype.itemsize for s in self.estrides)
+
+    @property
     def flags(self) -> _Flags:
         return _Flags(self.contiguous)
 

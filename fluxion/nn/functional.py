@@ -1311,12 +1311,16 @@ def scaled_dot_product_attention(query: Tensor, key: Tensor, value: Tensor,
             scores = scores + attn_mask
     # as PyTorch's math kernel, a row with every key masked out attends to nothing (zeros)
     # instead of producing nan; the row is softmaxed as zeros so no nan reaches backward
-    dead = (scores.detach() == -math.inf).all(-1, keepdim=True)
-    if bool(dead.any()):
-        scores = F.where(dead, 0.0, scores)
-        attn = F.where(dead, 0.0, softmax(scores, -1))
-    else:
+    if is_causal and lq <= lk:  # every row keeps its diagonal: none can be dead
         attn = softmax(scores, -1)
+    else:
+        dead = (scores.detach() == -math.inf).all(-1, keepdim=True)
+        # inside fluxion.compile the check would split the graph: take the safe path
+        if not F.has_data(dead._data) or bool(dead.any()):
+            scores = F.where(dead, 0.0, scores)
+            attn = F.where(dead, 0.0, softmax(scores, -1))
+        else:
+            attn = softmax(scores, -1)
     if dropout_p > 0:
         attn = dropout(attn, dropout_p, training=True)
     return attn @ value

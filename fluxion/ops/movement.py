@@ -42,8 +42,9 @@ def _(n, g):
 
 @defop("slice", "movement", view=True, save_inputs=False)
 def slice_(xp, a, key):
-    """Basic indexing: a tuple of ints, slices, None and Ellipsis."""
-    return a[key]
+    """Basic indexing: a tuple of ints, slices, None and Ellipsis. (A trailing Ellipsis
+    keeps a full integer index a 0-d view rather than a NumPy scalar copy.)"""
+    return a[(*key, Ellipsis)] if Ellipsis not in key else a[key]
 
 
 def _slice_scatter(n, g, acc):

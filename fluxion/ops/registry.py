@@ -10,6 +10,7 @@ exporters all read this table.
 from __future__ import annotations
 
 import contextvars
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -198,13 +199,11 @@ def label(t: Tensor, name: str) -> Tensor:
     return t
 
 
-class _Capture:
-    """Where ``apply`` sends ops while a compiled call is recording (``None``: run them)."""
+class _Capture(threading.local):
+    """Where ``apply`` sends ops while a compiled call is recording (``None``: run them);
+    per thread, so other threads keep running eagerly."""
 
-    __slots__ = ("segment",)
-
-    def __init__(self) -> None:
-        self.segment: Any = None
+    segment: Any = None
 
 
 capture = _Capture()
@@ -258,8 +257,10 @@ def apply(op: Op, *inputs: Any, **attrs: Any) -> Any:
     if needs_grad and state.enabled and op.differentiable and out.dtype.kind == "f":
         result.grad_fn = Node(op, inputs, attrs, result)
         result.requires_grad = True
-        if seg is not None and (op.save_output or op.n_aux):
-            seg.track_node(result.grad_fn)
+        if seg is not None:
+            result.grad_fn.owner = seg.owner  # its backward will run compiled too
+            if op.save_output or op.n_aux:
+                seg.track_node(result.grad_fn)
     if seg is not None:
         seg.track(result)
     if op.n_aux:
