@@ -54,6 +54,23 @@ def _strip_literals(key: tuple) -> tuple:
     return (inputs, tuple((n[0], blank(n[1]), *n[2:]) for n in nodes), outputs, consts)
 
 
+def _thaw(v: Any) -> Any:
+    """Undo ``graph._freeze`` for printing."""
+    if isinstance(v, tuple) and len(v) == 2 and v[0] in ("tuple", "list"):
+        return tuple(_thaw(x) for x in v[1])
+    if isinstance(v, tuple) and len(v) == 2 and v[0] in ("bool", "int", "float"):
+        return v[1]
+    return v
+
+
+def _node_text(n: tuple) -> str:
+    from fluxion.compiler.graph import _ref_str
+
+    args = ", ".join(_ref_str(_thaw(a)) for a in _thaw(n[1]))
+    attrs = "".join(f", {k}={_thaw(v)!r}" for k, v in n[2])
+    return f"{n[0]}({args}{attrs})"
+
+
 def _describe_change(old: tuple, new: tuple) -> str:
     (oin, onodes, _oout, _), (nin, nnodes, _nout, _) = old, new
     if oin != nin:
@@ -65,7 +82,7 @@ def _describe_change(old: tuple, new: tuple) -> str:
         return f"the traced ops changed ({len(onodes)} -> {len(nnodes)} ops)"
     for i, (a, b) in enumerate(zip(onodes, nnodes)):
         if a != b:
-            return f"op %{i} changed: {a[0]}{a[1:3]} -> {b[0]}{b[1:3]}"
+            return f"op %{i} changed: {_node_text(a)} -> {_node_text(b)}"
     return "the outputs changed"
 
 

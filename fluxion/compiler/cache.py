@@ -86,8 +86,12 @@ def build(source: str) -> tuple[ctypes.CDLL, str, bool]:
         with os.fdopen(fd, "w") as f:
             f.write(source)
         tmp_so = tmp_src[:-2] + ".so"
-        proc = subprocess.run([config.cc, *FLAGS, tmp_src, "-o", tmp_so, "-lm"],
-                              capture_output=True, text=True)
+        # vector math (libmvec) when the toolchain has it, else plain libm
+        proc = subprocess.run([config.cc, *FLAGS, "-DFLUXION_SIMD_MATH", tmp_src, "-o", tmp_so,
+                               "-lm", "-lmvec"], capture_output=True, text=True)
+        if proc.returncode != 0:
+            proc = subprocess.run([config.cc, *FLAGS, tmp_src, "-o", tmp_so, "-lm"],
+                                  capture_output=True, text=True)
         if proc.returncode != 0:
             os.unlink(tmp_src)
             raise RuntimeError(f"fluxion.compile: the C compiler failed:\n{proc.stderr}")

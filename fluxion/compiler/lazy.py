@@ -145,14 +145,17 @@ class Break:
 
 
 def user_location() -> str:
-    """``file:line`` of the innermost frame outside the fluxion package."""
+    """``file:line`` of the innermost frame of model code: outside the framework's own
+    modules (``fluxion.train``'s example models and recipes count as model code)."""
+    import os
     import traceback
 
     import fluxion
 
     pkg = fluxion.__path__[0]
+    models = os.path.join(pkg, "train")
     for frame in reversed(traceback.extract_stack()[:-1]):
-        if not frame.filename.startswith(pkg):
+        if not frame.filename.startswith(pkg) or frame.filename.startswith(models):
             return f"{frame.filename}:{frame.lineno}"
     return "<fluxion>"
 

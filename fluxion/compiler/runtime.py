@@ -183,14 +183,14 @@ def build_program(graph: Graph, backend: str = "auto") -> Program:
     t = time.perf_counter()
     prog = Program(opt, kernels, schedule, "c" if use_c else "numpy", "", trace, times)
     if use_c:
-        prog.source = c_codegen.render(opt, kernels)
+        prog.source, entry = c_codegen.render_shared(opt, kernels)
         times["codegen"] = time.perf_counter() - t
         t = time.perf_counter()
         lib, path, hit = cache.build(prog.source)
         times["compile" if not hit else "load"] = time.perf_counter() - t
         prog.cache_hit, prog.library = hit, path
         for k in kernels:
-            fn = getattr(lib, k.name)
+            fn = getattr(lib, entry[k.name])
             fn.argtypes = [ctypes.c_int64] + [ctypes.c_void_p] * (len(k.inputs) + 1)
             fn.restype = None
             prog._fns[k.name] = fn

@@ -18,9 +18,25 @@ CTYPE = {np.dtype(np.float32): "float", np.dtype(np.float64): "double",
          np.dtype(bool): "uint8_t"}
 PARALLEL_MIN = 1 << 18  # below this, threads cost more than they save
 
-HEADER = """#include <stdint.h>
-#include <tgmath.h>
-"""
+_SIMD_MATH = ("exp", "log", "log1p", "expm1", "sin", "cos", "tan", "tanh", "erf")
+_SIMD_MATH2 = ("pow", "atan2")
+
+
+def _simd_declarations() -> str:
+    """Vector variants of libm functions (glibc's libmvec): the loops vectorise instead of
+    calling expf one element at a time. Used when the toolchain links them."""
+    lines = ["#ifdef FLUXION_SIMD_MATH"]
+    for f in _SIMD_MATH:
+        lines += ["#pragma omp declare simd notinbranch", f"float {f}f(float);",
+                  "#pragma omp declare simd notinbranch", f"double {f}(double);"]
+    for f in _SIMD_MATH2:
+        lines += ["#pragma omp declare simd notinbranch", f"float {f}f(float, float);",
+                  "#pragma omp declare simd notinbranch", f"double {f}(double, double);"]
+    return "\n".join([*lines, "#endif"]) + "\n"
+
+
+HEADER = "#include <stdint.h>\n#include <math.h>\n" + _simd_declarations() + \
+    "#include <tgmath.h>\n"
 
 
 def _literal(v: Any, ctype: str) -> str:
@@ -102,6 +118,21 @@ def render_kernel(graph: Graph, k: Kernel) -> str:
 
 def render(graph: Graph, kernels: list[Kernel]) -> str:
     """The C source of all kernels of a graph (one shared library)."""
+    return render_shared(graph, kernels)[0]
+
+
+def render_shared(graph: Graph, kernels: list[Kernel]) -> tuple[str, dict[str, str]]:
+    """The C source of all kernels of a graph (one shared library), and for each kernel
+    the function that computes it: kernels with the same code (a model's repeated layers)
+    share one function, which keeps compile time down."""
+    bodies: dict[str, str] = {}
+    entry: dict[str, str] = {}
+    for k in kernels:
+        body = render_kernel(graph, k).replace(f"void {k.name}(", "void @(", 1)
+        fn = bodies.get(body)
+        if fn is None:
+            fn = bodies[body] = k.name
+        entry[k.name] = fn
     ops = ", ".join(graph.nodes[m].op for k in kernels for m in k.nodes)
-    return HEADER + f"/* fused kernels of a Fluxion graph: {ops} */\n\n" + "\n".join(
-        render_kernel(graph, k) for k in kernels)
+    code = "\n".join(body.replace("void @(", f"void {fn}(", 1) for body, fn in bodies.items())
+    return HEADER + f"/* fused kernels of a Fluxion graph: {ops} */\n\n" + code, entry
