@@ -65,7 +65,9 @@ def test_c_exp_mul_fused() -> None:
     g = Graph([((2, 3), F32), ((2, 3), F32)],
               [node("exp", X), node("mul", n(0), Y)], [n(1)])
     src = c_source(g)
-    assert src.startswith("#include <stdint.h>\n#include <tgmath.h>\n")
+    assert src.startswith("#include <stdint.h>\n#include <math.h>\n")
+    assert "#pragma omp declare simd notinbranch\nfloat expf(float);" in src  # vector exp
+    assert "#include <tgmath.h>\n" in src
     assert src.count("void ") == 1  # one kernel for the chain
     k = kernel_text(src)
     assert re.search(r"void fused_0\(int64_t n, const float\* restrict in0, "
