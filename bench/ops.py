@@ -386,6 +386,7 @@ class QuietGate:
         self.baseline = min(self._time_probe() for _ in range(20))
 
     def _time_probe(self) -> float:
+        self._probe()  # wake the thread pool: its first call after a pause is slow anyway
         start = time.perf_counter()
         for _ in range(4):
             self._probe()
@@ -447,6 +448,8 @@ class Timer:
         Waits for a quiet machine first (``gated``), as long as the budget allows.
         """
         wait = min(self.cfg.quiet_wait_s, max(0.0, self.spare()))
+        if gated:
+            quiesce()  # our own spinning threads would make the probe look contended
         quiet = self.gate.wait(wait) if gated else True
         quiesce()
         start = time.perf_counter()
