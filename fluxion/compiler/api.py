@@ -13,6 +13,7 @@ from fluxion.compiler.config import config
 from fluxion.compiler.graph import Graph
 from fluxion.compiler.lazy import Break, LazyArray, Segment, state, user_location
 from fluxion.compiler.runtime import Program, build_program
+from fluxion.ops import registry
 
 
 class GraphBreakError(RuntimeError):
@@ -130,6 +131,13 @@ class CompiledFunction:
 
     def _record(self, thunk: Callable[[], Any]) -> Any:
         """Run ``thunk`` with capture on; compile and run what is left at the end."""
+        registry.recording += 1
+        try:
+            return self._record_segments(thunk)
+        finally:
+            registry.recording -= 1
+
+    def _record_segments(self, thunk: Callable[[], Any]) -> Any:
         state.segment = Segment(self)
         try:
             out = thunk()
