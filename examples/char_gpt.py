@@ -46,6 +46,9 @@ class GPT(nn.Module):
         self.ln = nn.LayerNorm(width)
         self.head = nn.Linear(width, vocab, bias=False)
         self.head.weight = self.tok.weight  # weight tying
+        for p in self.parameters():  # GPT-2's small initialisation keeps the first logits tame
+            if p.ndim == 2:
+                nn.init.normal_(p, 0.0, 0.02)
 
     def forward(self, idx):
         x = self.tok(idx) + self.pos(torch.arange(idx.shape[1]))
