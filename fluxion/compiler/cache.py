@@ -17,7 +17,7 @@ from functools import lru_cache
 
 from fluxion.compiler.config import config
 
-FLAGS = ["-O3", "-march=native", "-fPIC", "-shared", "-fopenmp", "-fno-math-errno",
+FLAGS = ["-O2", "-march=native", "-fPIC", "-shared", "-fopenmp", "-fno-math-errno",
          "-std=c11"]
 
 
@@ -73,28 +73,88 @@ def key_for(source: str) -> str:
     return h.hexdigest()[:24]
 
 
-def build(source: str) -> tuple[ctypes.CDLL, str, bool]:
-    """The loaded library for ``source``: from the cache if present (hit), else compiled
-    into it. Returns (library, path, hit)."""
+_LIBS: dict[str, ctypes.CDLL] = {}
+
+
+def function_name(body: str) -> str:
+    """A kernel function's name: the hash of its code, toolchain, flags and CPU."""
+    return "k_" + key_for(body)[:20]
+
+
+def _compile(source: str, so_path: str) -> subprocess.Popen:
+    fd, src = tempfile.mkstemp(suffix=".c", dir=config.cache_dir)
+    with os.fdopen(fd, "w") as f:
+        f.write(source)
+    tmp_so = src[:-2] + ".so"
+    # vector math (libmvec) when the toolchain has it; _finish retries with plain libm
+    proc = subprocess.Popen([config.cc, *FLAGS, "-DFLUXION_SIMD_MATH", src, "-o", tmp_so,
+                             "-lm", "-lmvec"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    proc.fluxion = (src, tmp_so, so_path)  # type: ignore[attr-defined]
+    return proc
+
+
+def _finish(proc: subprocess.Popen) -> None:
+    src, tmp_so, so_path = proc.fluxion  # type: ignore[attr-defined]
+    proc.communicate()
+    if proc.returncode != 0:
+        retry = subprocess.run([config.cc, *FLAGS, src, "-o", tmp_so, "-lm"],
+                               capture_output=True, text=True)
+        if retry.returncode != 0:
+            os.unlink(src)
+            raise RuntimeError(f"fluxion.compile: the C compiler failed:\n{retry.stderr}")
+    os.replace(src, so_path[:-3] + ".c")
+    os.replace(tmp_so, so_path)  # atomic: another process sees all of it or nothing
+
+
+def _atomic_write(path: str, text: str) -> None:
+    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path))
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
+def build_functions(functions: dict[str, str]) -> tuple[dict[str, ctypes.CDLL], bool]:
+    """Load (or compile) kernel functions: ``name -> C source`` with content-hash names.
+
+    Each function is cached on its own (an index file names the library that holds it), so
+    a graph that differs from an earlier one compiles only its new kernels; the missing
+    ones are compiled in parallel, one library per core. Returns each function's library
+    and whether all came from the cache."""
+    from fluxion.compiler.codegen.c import HEADER
+
     os.makedirs(config.cache_dir, exist_ok=True)
-    key = key_for(source)
-    so = os.path.join(config.cache_dir, f"{key}.so")
-    hit = os.path.exists(so)
-    if not hit:
-        src = os.path.join(config.cache_dir, f"{key}.c")
-        fd, tmp_src = tempfile.mkstemp(suffix=".c", dir=config.cache_dir)
-        with os.fdopen(fd, "w") as f:
-            f.write(source)
-        tmp_so = tmp_src[:-2] + ".so"
-        # vector math (libmvec) when the toolchain has it, else plain libm
-        proc = subprocess.run([config.cc, *FLAGS, "-DFLUXION_SIMD_MATH", tmp_src, "-o", tmp_so,
-                               "-lm", "-lmvec"], capture_output=True, text=True)
-        if proc.returncode != 0:
-            proc = subprocess.run([config.cc, *FLAGS, tmp_src, "-o", tmp_so, "-lm"],
-                                  capture_output=True, text=True)
-        if proc.returncode != 0:
-            os.unlink(tmp_src)
-            raise RuntimeError(f"fluxion.compile: the C compiler failed:\n{proc.stderr}")
-        os.replace(tmp_src, src)
-        os.replace(tmp_so, so)  # atomic: another process sees all of it or nothing
-    return ctypes.CDLL(so), so, hit
+    where: dict[str, str] = {}
+    missing: list[str] = []
+    for name in functions:
+        try:
+            with open(os.path.join(config.cache_dir, f"{name}.idx")) as f:
+                so = os.path.join(config.cache_dir, f.read().strip())
+            if os.path.exists(so):
+                where[name] = so
+                continue
+        except OSError:
+            pass
+        missing.append(name)
+    if missing:
+        parts = max(1, min(os.cpu_count() or 1, len(missing) // 16))
+        chunks = [missing[i::parts] for i in range(parts)]
+        procs = []
+        for chunk in chunks:
+            source = HEADER + "\n".join(functions[n] for n in chunk)
+            so = os.path.join(config.cache_dir, f"{key_for(source)}.so")
+            procs.append((chunk, so, None if os.path.exists(so) else _compile(source, so)))
+        for chunk, so, proc in procs:
+            if proc is not None:
+                _finish(proc)
+            for name in chunk:
+                _atomic_write(os.path.join(config.cache_dir, f"{name}.idx"),
+                              os.path.basename(so))
+                where[name] = so
+    libs = {}
+    for name, so in where.items():
+        lib = _LIBS.get(so)
+        if lib is None:
+            lib = _LIBS[so] = ctypes.CDLL(so)
+        libs[name] = lib
+    return libs, not missing

@@ -234,11 +234,14 @@ class Segment:
         specs = [Spec(a.shape, a.dtype) if isinstance(a, (LazyArray, np.ndarray)) else a
                  for a in arrays]
         shape, dtype = op.infer(*specs, **{k: _attr_value(v) for k, v in attrs.items()})
-        if self.owner.lift_scalars and op.kind in ("unary", "binary", "ternary"):
-            # scalars that change between calls (a learning rate...) become inputs
+        lift = (int, float) if self.owner.lift_scalars else (float,) if \
+            self.owner.dynamic is not False else ()
+        if lift and op.kind in ("unary", "binary", "ternary"):
+            # Python floats (learning rates, bias corrections...) are inputs, not constants,
+            # so a new value is not a new graph; ints too once they have changed
             like = next((a.dtype for a in arrays if isinstance(a, (LazyArray, np.ndarray))),
                         None)
-            arrays = [np.asarray(a, like) if like is not None and type(a) in (int, float)
+            arrays = [np.asarray(a, like) if like is not None and type(a) in lift
                       else a for a in arrays]
         args = tuple(self._ref(a) for a in arrays)
         gattrs = {k: self._attr(v) for k, v in attrs.items()}

@@ -183,14 +183,20 @@ def build_program(graph: Graph, backend: str = "auto") -> Program:
     t = time.perf_counter()
     prog = Program(opt, kernels, schedule, "c" if use_c else "numpy", "", trace, times)
     if use_c:
-        prog.source, entry = c_codegen.render_shared(opt, kernels)
+        bodies = c_codegen.render_bodies(opt, kernels)
+        names = {k: cache.function_name(b) for k, b in bodies.items()}
+        functions = {names[k]: b.replace("void @(", f"void {names[k]}(", 1)
+                     for k, b in bodies.items()}
+        index = "".join(f"/* {k.name}: {names[k.name]} */\n" for k in kernels)
+        prog.source = c_codegen.HEADER + index + "\n".join(functions.values())
         times["codegen"] = time.perf_counter() - t
         t = time.perf_counter()
-        lib, path, hit = cache.build(prog.source)
+        libs, hit = cache.build_functions(functions)
         times["compile" if not hit else "load"] = time.perf_counter() - t
-        prog.cache_hit, prog.library = hit, path
+        prog.cache_hit = hit
+        prog.library = ", ".join(sorted({lib._name for lib in libs.values()}))
         for k in kernels:
-            fn = getattr(lib, entry[k.name])
+            fn = getattr(libs[names[k.name]], names[k.name])
             fn.argtypes = [ctypes.c_int64] + [ctypes.c_void_p] * (len(k.inputs) + 1)
             fn.restype = None
             prog._fns[k.name] = fn

@@ -117,22 +117,12 @@ def render_kernel(graph: Graph, k: Kernel) -> str:
 
 
 def render(graph: Graph, kernels: list[Kernel]) -> str:
-    """The C source of all kernels of a graph (one shared library)."""
-    return render_shared(graph, kernels)[0]
+    """The C source of all kernels of a graph, each under its kernel name."""
+    return HEADER + "\n".join(render_kernel(graph, k) for k in kernels)
 
 
-def render_shared(graph: Graph, kernels: list[Kernel]) -> tuple[str, dict[str, str]]:
-    """The C source of all kernels of a graph (one shared library), and for each kernel
-    the function that computes it: kernels with the same code (a model's repeated layers)
-    share one function, which keeps compile time down."""
-    bodies: dict[str, str] = {}
-    entry: dict[str, str] = {}
-    for k in kernels:
-        body = render_kernel(graph, k).replace(f"void {k.name}(", "void @(", 1)
-        fn = bodies.get(body)
-        if fn is None:
-            fn = bodies[body] = k.name
-        entry[k.name] = fn
-    ops = ", ".join(graph.nodes[m].op for k in kernels for m in k.nodes)
-    code = "\n".join(body.replace("void @(", f"void {fn}(", 1) for body, fn in bodies.items())
-    return HEADER + f"/* fused kernels of a Fluxion graph: {ops} */\n\n" + code, entry
+def render_bodies(graph: Graph, kernels: list[Kernel]) -> dict[str, str]:
+    """Each kernel's function with ``@`` for its name: equal bodies (a model's repeated
+    layers) are one function, and the body is what the kernel cache is keyed by."""
+    return {k.name: render_kernel(graph, k).replace(f"void {k.name}(", "void @(", 1)
+            for k in kernels}
