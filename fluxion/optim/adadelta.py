@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, ClassVar
 
 from fluxion.autograd.grad_mode import no_grad
 from fluxion.creation import tensor, zeros_like
-from fluxion.optim.adam import _step_as_tensor
 from fluxion.optim.optimizer import (
     Optimizer,
     ParamsT,
@@ -86,15 +85,11 @@ class Adadelta(Optimizer):
         }
         super().__init__(params, defaults)
 
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        super().__setstate__(state)
-        for group in self.param_groups:
-            group.setdefault("foreach", None)
-            group.setdefault("maximize", False)
-            group.setdefault("differentiable", False)
-            group.setdefault("capturable", False)
-            for p in group["params"]:
-                _step_as_tensor(self.state.get(p))
+    # options an older pickled optimizer may lack
+    _group_defaults: ClassVar[dict[str, Any]] = {
+        "foreach": None, "maximize": False, "differentiable": False,
+        "capturable": False
+    }
 
     def step(self, closure: Callable[[], Any] | None = None) -> Any:
         """Perform one optimization step (``closure`` re-evaluates the loss)."""

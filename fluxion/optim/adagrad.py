@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, ClassVar
 
 from fluxion.autograd.grad_mode import no_grad
 from fluxion.creation import full_like, tensor
@@ -100,16 +100,10 @@ class Adagrad(Optimizer):
         state["step"] = tensor(0.0, dtype=_get_scalar_dtype())
         state["sum"] = full_like(p, initial_accumulator_value)
 
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        super().__setstate__(state)
-        for group in self.param_groups:
-            group.setdefault("foreach", None)
-            group.setdefault("maximize", False)
-            group.setdefault("differentiable", False)
-            group.setdefault("fused", None)
-        for p_state in self.state.values():
-            if "step" in p_state and not isinstance(p_state["step"], Tensor):
-                p_state["step"] = tensor(float(p_state["step"]), dtype=_get_scalar_dtype())
+    # options an older pickled optimizer may lack
+    _group_defaults: ClassVar[dict[str, Any]] = {
+        "foreach": None, "maximize": False, "differentiable": False, "fused": None
+    }
 
     def step(self, closure: Callable[[], Any] | None = None) -> Any:
         """Perform one optimization step (``closure`` re-evaluates the loss)."""

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, ClassVar
 
 from fluxion.autograd.grad_mode import no_grad
 from fluxion.creation import tensor, zeros_like
@@ -103,18 +103,11 @@ class Adam(Optimizer):
         }
         super().__init__(params, defaults)
 
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        super().__setstate__(state)
-        for group in self.param_groups:
-            group.setdefault("amsgrad", False)
-            group.setdefault("maximize", False)
-            group.setdefault("foreach", None)
-            group.setdefault("capturable", False)
-            group.setdefault("differentiable", False)
-            group.setdefault("decoupled_weight_decay", False)
-            group.setdefault("fused", None)
-            for p in group["params"]:
-                _step_as_tensor(self.state.get(p))
+    # options an older pickled optimizer may lack
+    _group_defaults: ClassVar[dict[str, Any]] = {
+        "amsgrad": False, "maximize": False, "foreach": None, "capturable": False,
+        "differentiable": False, "decoupled_weight_decay": False, "fused": None
+    }
 
     def step(self, closure: Callable[[], Any] | None = None) -> Any:
         """Perform one optimization step (``closure`` re-evaluates the loss)."""
@@ -146,12 +139,6 @@ class Adam(Optimizer):
                      maximize=group["maximize"],
                      decoupled_weight_decay=group["decoupled_weight_decay"])
         return loss
-
-
-def _step_as_tensor(p_state: dict[str, Any] | None) -> None:
-    """Old checkpoints stored ``step`` as a number; PyTorch (and Fluxion) keep a tensor."""
-    if p_state and "step" in p_state and not isinstance(p_state["step"], Tensor):
-        p_state["step"] = tensor(float(p_state["step"]), dtype=_get_scalar_dtype())
 
 
 def adam(

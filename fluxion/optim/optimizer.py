@@ -14,7 +14,7 @@ import warnings
 from collections import OrderedDict, defaultdict
 from collections.abc import Callable, Hashable, Iterable
 from copy import deepcopy
-from typing import Any, TypeAlias
+from typing import Any, ClassVar, TypeAlias
 
 from fluxion import _dtype
 from fluxion.autograd.grad_mode import enable_grad, no_grad
@@ -195,10 +195,18 @@ class Optimizer:
         return {"defaults": self.defaults, "state": self.state,
                 "param_groups": self.param_groups}
 
+    # options an older pickled optimizer may lack, filled in by __setstate__
+    _group_defaults: ClassVar[dict[str, Any]] = {}
+
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
         self.__dict__.setdefault("_optimizer_step_pre_hooks", OrderedDict())
         self.__dict__.setdefault("_optimizer_step_post_hooks", OrderedDict())
+        for group in self.param_groups:
+            for key, value in self._group_defaults.items():
+                group.setdefault(key, value)
+        for p_state in self.state.values():
+            _step_as_tensor(p_state)
 
     def __repr__(self) -> str:
         lines = [self.__class__.__name__ + " ("]
@@ -376,3 +384,11 @@ def _typename(obj: Any) -> str:
         return "fluxion.Tensor"
     t = type(obj)
     return t.__qualname__ if t.__module__ == "builtins" else f"{t.__module__}.{t.__qualname__}"
+
+
+def _step_as_tensor(p_state: dict[str, Any] | None) -> None:
+    """Old checkpoints stored ``step`` as a number; PyTorch (and Fluxion) keep a tensor."""
+    if p_state and "step" in p_state and not isinstance(p_state["step"], Tensor):
+        from fluxion.creation import tensor
+
+        p_state["step"] = tensor(float(p_state["step"]), dtype=_get_scalar_dtype())
