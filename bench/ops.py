@@ -57,15 +57,15 @@ def _blas_threads_threadpoolctl() -> int | None:
     return int(mine[0]["num_threads"]) if mine else None
 
 
-def _blas_threads_openblas() -> int | None:
-    """NumPy's OpenBLAS thread count via ctypes, for when threadpoolctl is missing."""
+def _openblas_call(name: str, restype: Any = ctypes.c_int) -> Any:
+    """Call ``name`` (under any of OpenBLAS's symbol spellings) in NumPy's OpenBLAS."""
     try:
         with open("/proc/self/maps") as f:
             libs = {w for w in f.read().split() if "openblas" in w.lower() and ".so" in w}
     except OSError:
         return None
-    symbols = ("openblas_get_num_threads", "openblas_get_num_threads64_",
-               "scipy_openblas_get_num_threads64_", "scipy_openblas_get_num_threads")
+    symbols = (f"openblas_{name}", f"openblas_{name}64_", f"scipy_openblas_{name}64_",
+               f"scipy_openblas_{name}")
     for path in sorted(libs, key=lambda p: "numpy" not in p):
         try:
             lib = ctypes.CDLL(path)
@@ -74,8 +74,21 @@ def _blas_threads_openblas() -> int | None:
         for sym in symbols:
             fn = getattr(lib, sym, None)
             if fn is not None:
-                return int(fn())
+                fn.restype = restype
+                return fn()
     return None
+
+
+def _blas_threads_openblas() -> int | None:
+    """NumPy's OpenBLAS thread count via ctypes, for when threadpoolctl is missing."""
+    n = _openblas_call("get_num_threads")
+    return None if n is None else int(n)
+
+
+def blas_core() -> str | None:
+    """The CPU kernels NumPy's OpenBLAS runs (``OPENBLAS_CORETYPE`` can force older ones)."""
+    name = _openblas_call("get_corename", ctypes.c_char_p)
+    return name.decode() if name else None
 
 
 def align_threads() -> dict[str, Any]:
@@ -149,6 +162,7 @@ def machine_facts(threads: dict[str, Any]) -> dict[str, Any]:
         "python": platform.python_version(),
         "numpy": np.__version__,
         "numpy_blas": _blas_name(),
+        "numpy_blas_core": blas_core(),
         "torch": torch.__version__,
         "fluxion": getattr(fluxion, "__version__", "?"),
         **threads,

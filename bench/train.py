@@ -64,6 +64,7 @@ from fluxion.train.models import GPT, MNISTNet
 
 STEP_GOAL = 1.5  # fluxion/torch step-time ratio goal
 THREAD_VARS = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
+OPENBLAS_FORCED = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
 MNIST_MEAN, MNIST_STD = 0.1307, 0.3081
 GPT_VOCAB = 95  # the size of `fluxion train charlm`'s character vocabulary
 BUSY_MACHINE_CORES = 0.25  # others' average CPU use above which the run is flagged
@@ -76,11 +77,16 @@ def ensure_thread_env(threads: int, argv: Sequence[str], script: str = __file__)
     """Re-execute ``script`` with the BLAS/OpenMP thread variables set to ``threads``.
 
     They are read once, when the libraries load, so a running process cannot change them.
+    ``OPENBLAS_CORETYPE``/``OPENBLAS_L2_SIZE`` go too: some machines set them to keep old
+    OpenBLAS builds off newer CPUs' kernels, which makes a current NumPy's products up to
+    1.8x slower than it is (the machine facts print the core it then runs).
     """
     want = str(threads)
-    if all(os.environ.get(v) == want for v in THREAD_VARS):
+    if all(os.environ.get(v) == want for v in THREAD_VARS) \
+            and not any(v in os.environ for v in OPENBLAS_FORCED):
         return
-    env = {**os.environ, **dict.fromkeys(THREAD_VARS, want)}
+    env = {k: v for k, v in os.environ.items() if k not in OPENBLAS_FORCED}
+    env.update(dict.fromkeys(THREAD_VARS, want))
     sys.stdout.flush()
     sys.stderr.flush()
     os.execve(sys.executable, [sys.executable, os.path.abspath(script), *argv], env)

@@ -72,39 +72,83 @@ def test_c_exp_mul_fused() -> None:
     k = kernel_text(src)
     assert re.search(r"void fused_0\(int64_t n, const float\* restrict in0, "
                      r"const float\* restrict in1, float\*( restrict)? out\) \{", k), k
-    assert "for (int64_t i = 0; i < n; i++) {" in k
-    assert "#pragma omp parallel for" in k
-    assert "const float x0 = in0[i];" in k and "const float x1 = in1[i];" in k
+    assert "for (int64_t i0 = 0; i0 < n; i0++) {" in k  # contiguous: one flat loop to n
+    assert "#pragma omp parallel for simd" in k
+    assert "const float x0 = in0[i0];" in k and "const float x1 = in1[i0];" in k
     assert re.search(r"const float t0 = .*exp\(\(x0\)\)", k), k
     assert re.search(r"const float t1 = .*\(t0\) \* \(x1\)", k), k
-    assert "out[i] = t1;" in k
+    assert "out[i0] = t1;" in k
 
 
-def test_c_broadcast_add_index_expressions() -> None:
+def test_c_broadcast_add_loop_nest() -> None:
+    """A row and a column broadcast into a matrix: two loops, the inner one vectorised,
+    each input indexed by its own strides (no division or modulo per element)."""
     g = Graph([((2, 3), F32), ((3,), F32), ((2, 1), F32), ((), F32)],
               [node("add", X, Y), node("add", n(0), Z), node("mul", n(1), ("in", 3))],
               [n(2)])
     k = kernel_text(c_source(g))
-    assert "in0[i]" in k
-    assert "in1[(i % 3)]" in k
-    assert "in2[((i / 3) % 2)]" in k
+    assert "for (int64_t i0 = 0; i0 < 2; i0++) {" in k
+    assert "#pragma omp simd\n    for (int64_t i1 = 0; i1 < 3; i1++) {" in k
+    assert "in0[i0 * 3 + i1]" in k
+    assert "in1[i1]" in k
+    assert "in2[i0]" in k
     assert "in3[0]" in k
+    assert "out[i0 * 3 + i1] = t2;" in k
+    assert "/" not in k and "%" not in k
 
 
 @pytest.mark.parametrize("in_shape, out_shape", [
     ((3,), (2, 3)), ((2, 1), (2, 3)), ((1, 3), (2, 3)), ((), (2, 3)), ((1,), (4,)),
     ((2, 1, 4), (2, 3, 4)), ((3, 1), (2, 3, 5)), ((5,), (2, 3, 5)), ((2, 3, 1), (2, 3, 4)),
-    ((1, 1, 4), (2, 3, 4)), ((2, 3, 4), (2, 3, 4)),
+    ((1, 1, 4), (2, 3, 4)), ((2, 3, 4), (2, 3, 4)), ((4, 1, 1), (4, 2, 3)),
 ])
-def test_index_expression_broadcasts(in_shape: tuple, out_shape: tuple) -> None:
-    """Evaluated for every output position, the C index expression reads the element
-    that NumPy broadcasting puts there."""
-    expr = c_codegen._index_expr(in_shape, out_shape)
-    py = expr.replace("/", "//")
+def test_loop_nest_reads_what_broadcasting_puts_there(in_shape: tuple,
+                                                      out_shape: tuple) -> None:
+    """Walked in order, the collapsed loops and the input's strides in them visit the
+    element that NumPy broadcasting puts at each output position, and the output's
+    strides visit every position once, in order."""
+    own = c_codegen.c_strides(in_shape)
+    ext, (out_st, in_st) = c_codegen.loop_nest(
+        out_shape, [c_codegen.c_strides(out_shape),
+                    c_codegen.broadcast_strides(in_shape, own, out_shape)])
     src = np.arange(int(np.prod(in_shape))).reshape(in_shape)
     want = np.broadcast_to(src, out_shape).ravel()
-    got = [eval(py, {}, {"i": i}) for i in range(want.size)]
-    assert got == want.tolist(), expr
+    idx = np.indices(ext).reshape(len(ext), -1).T if ext else np.zeros((1, 0), int)
+    assert [int(i @ np.array(out_st, int)) for i in idx] == list(range(want.size))
+    got = [int(src.ravel()[int(i @ np.array(in_st, int))]) for i in idx]
+    assert got == want.tolist(), (ext, in_st)
+
+
+def test_loop_nest_collapses_contiguous_and_keeps_real_broadcasts() -> None:
+    c = c_codegen.c_strides
+    assert c_codegen.loop_nest((2, 3, 4), [c((2, 3, 4)), c((2, 3, 4))])[0] == (24,)
+    # a (.., 1) column broadcast along the last dim: rows merged, the last dim kept
+    ext, _ = c_codegen.loop_nest((32, 4, 64, 64), [
+        c((32, 4, 64, 64)), c_codegen.broadcast_strides((32, 4, 64, 1), c((32, 4, 64, 1)),
+                                                        (32, 4, 64, 64))])
+    assert ext == (8192, 64)
+
+
+@needs_cc
+def test_c_reads_transposed_and_expanded_views_in_place() -> None:
+    """Views produced inside the graph (a transpose, an expand) feed the kernel through
+    their strides: the C indexes them, no copy is made, results equal NumPy's."""
+    g = Graph([((3, 4), F32), ((4, 3), F32), ((4, 1), F32)],
+              [node("permute", X, sh=(4, 3), dims=(1, 0)),
+               node("expand", Z, sh=(4, 3), shape=(4, 3)),
+               node("mul", n(0), Y, sh=(4, 3)),
+               node("add", n(2), n(1), sh=(4, 3))], [n(3)])
+    prog = runtime.build_program(g, "c")
+    assert prog.backend == "c"
+    k = kernel_text(prog.source, prog.source.split("void ")[1].split("(")[0])
+    assert "* 4" in k  # the transposed view: stride 4 along its rows
+    rng = np.random.default_rng(0)
+    a, b, c = (rng.standard_normal(s).astype(np.float32) for s in ((3, 4), (4, 3), (4, 1)))
+    (got,) = prog.run([a, b, c])
+    np.testing.assert_allclose(got, a.T * b + c, rtol=1e-6)
+    # the same program on inputs whose layout it was not written for: still right
+    (got,) = prog.run([np.asfortranarray(a), b[::1], np.ascontiguousarray(c)])
+    np.testing.assert_allclose(got, a.T * b + c, rtol=1e-6)
 
 
 def test_c_comparison_produces_bool() -> None:
@@ -123,7 +167,7 @@ def test_c_where_reads_a_bool_condition() -> None:
     k = kernel_text(src)
     cond = re.search(r"const uint8_t\* restrict in(\d)", k)
     assert cond, k
-    assert re.search(r"const float x\d = in\d\[\(i % 3\)\];", k), k  # the broadcast branch
+    assert re.search(r"const float x\d = in\d\[i1\];", k), k  # the broadcast branch
     j = cond.group(1)
     assert re.search(rf"\(x{j}\) \? \(t0\) : \(x\d\)", k), k
 
@@ -178,6 +222,26 @@ def test_fusion_stops_at_library_ops_and_fan_out() -> None:
     assert 2 in schedule
     kernels, _ = fuse(g)
     assert all(2 not in k.nodes for k in kernels)
+
+
+def test_fusion_takes_in_a_value_read_several_times_inside_one_kernel() -> None:
+    """s = sigmoid(x) read three times by s + x*s*(1-s): all readers fuse, so s does too
+    (one kernel, s never written to memory); the result equals the node-by-node one."""
+    g = Graph([((2, 3), F32)],
+              [node("sigmoid", X),           # 0: s
+               node("sub", 1.0, n(0)),       # 1: 1 - s
+               node("mul", X, n(0)),         # 2: x*s
+               node("mul", n(2), n(1)),      # 3
+               node("add", n(0), n(3))],     # 4: s + x*s*(1-s)
+              [n(4)])
+    ks, schedule = groups(g)
+    assert ks == [["sigmoid", "sub", "mul", "mul", "add"]]
+    assert schedule == [4]
+    x = np.linspace(-3, 3, 6, dtype=np.float32).reshape(2, 3)
+    s = 1 / (1 + np.exp(-x))
+    for backend in ("numpy", "c") if HAVE_CC else ("numpy",):
+        (got,) = runtime.build_program(g, backend).run([x])
+        np.testing.assert_allclose(got, s + x * s * (1 - s), rtol=1e-5)
 
 
 def test_fusion_keeps_graph_outputs() -> None:

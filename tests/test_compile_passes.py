@@ -17,7 +17,15 @@ from op_db import FLOATS, MIXED, OP_DB, OpEntry, Sample, build
 import fluxion
 from fluxion.compiler import runtime
 from fluxion.compiler.graph import GNode, Graph
-from fluxion.compiler.passes import PASSES, cse, dce, fold_constants, optimize, simplify
+from fluxion.compiler.passes import (
+    PASSES,
+    cse,
+    dce,
+    fold_constants,
+    optimize,
+    simplify,
+    transpose_products,
+)
 from fluxion.compiler.passes.rewrite import is_ref, map_refs
 from fluxion.ops import OPS
 from fluxion.ops.registry import run_kernel
@@ -114,6 +122,50 @@ def graph(nodes: list[GNode], outputs: list, inputs: list | None = None,
                  outputs=outputs, consts=consts or [])
 
 
+# --- transposed products ----------------------------------------------------------------
+def _weight_grad_graph(a_shape: tuple, b_shape: tuple, out: tuple) -> Graph:
+    """``permute(matmul(permute(a), b))``, the shape of a Linear weight's gradient."""
+    nd = len(out)
+    swap = (*range(nd - 2), nd - 1, nd - 2)
+    at = (*a_shape[:-2], a_shape[-1], a_shape[-2])
+    mm = (*out[:-2], out[-1], out[-2])
+    return graph([node("permute", X, sh=at, dims=(*range(len(a_shape) - 2),
+                                                   len(a_shape) - 1, len(a_shape) - 2)),
+                  node("matmul", n(0), Y, sh=mm),
+                  node("permute", n(1), sh=out, dims=swap)], [n(2)],
+                 inputs=[(a_shape, F32), (b_shape, F32)])
+
+
+@pytest.mark.parametrize("a_shape, b_shape, out", [
+    ((128, 6), (128, 5), (5, 6)),           # (xᵀ g)ᵀ of a Linear layer
+    ((3, 7, 4), (3, 7, 2), (3, 2, 4)),      # batched
+    ((3, 7, 4), (7, 2), (3, 2, 4)),         # a 2-D operand broadcast over the batch
+])
+def test_transpose_of_product_becomes_product_of_transposes(a_shape: tuple, b_shape: tuple,
+                                                            out: tuple) -> None:
+    g = _weight_grad_graph(a_shape, b_shape, out)
+    opt = optimize(g)
+    assert ops(opt) == ["permute", "matmul"]  # aᵀᵀ cancelled; no transpose after the product
+    assert opt.outputs == [n(1)] and opt.nodes[1].shape == out
+    rng = np.random.default_rng(1)
+    vals = [rng.standard_normal(s).astype(np.float32) for s in (a_shape, b_shape)]
+    (got,), (want,) = interpret(opt, vals), interpret(g, vals)
+    assert got.flags.c_contiguous  # the product itself, not a transposed view of one
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+
+
+def test_transpose_of_product_left_alone_when_the_product_is_read_elsewhere() -> None:
+    g = graph([node("matmul", X, Y, sh=(2, 2)), node("permute", n(0), sh=(2, 2), dims=(1, 0)),
+               node("add", n(0), n(1), sh=(2, 2))], [n(2)],
+              inputs=[((2, 3), F32), ((3, 2), F32)])
+    assert ops(transpose_products(g)) == ["matmul", "permute", "add"]
+    # a permute that is not the last-two-dims swap is not a transposed product either
+    g = graph([node("matmul", X, Y, sh=(4, 2, 2)), node("permute", n(0), sh=(2, 4, 2),
+                                                         dims=(1, 0, 2))], [n(1)],
+              inputs=[((4, 2, 3), F32), ((4, 3, 2), F32)])
+    assert ops(transpose_products(g)) == ["matmul", "permute"]
+
+
 # --- the IR -----------------------------------------------------------------------------
 def test_graph_prints_and_keys() -> None:
     g = graph([node("exp", X), node("add", n(0), Y), node("max_dim", n(1), sh=(2,),
@@ -139,12 +191,14 @@ def test_graph_prints_and_keys() -> None:
 
 
 def test_passes_run_in_order() -> None:
-    assert [name for name, _ in PASSES] == ["simplify", "fold_constants", "cse", "dce"]
+    assert [name for name, _ in PASSES] == ["transpose_products", "simplify",
+                                            "fold_constants", "cse", "dce"]
     g = graph([node("mul", X, 1), node("exp", n(0)), node("exp", X), node("add", n(1), n(2)),
                node("neg", Y)], [n(3)])
     trace: list = []
     out = optimize(g, trace)
-    assert [name for name, _ in trace] == ["simplify", "fold_constants", "cse", "dce"]
+    assert [name for name, _ in trace] == ["transpose_products", "simplify",
+                                           "fold_constants", "cse", "dce"]
     assert ops(out) == ["exp", "add"]
     assert out.nodes[1].args == (n(0), n(0))
     assert_same(interpret(out, [XV, YV]), interpret(g, [XV, YV]))

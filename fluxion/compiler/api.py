@@ -48,7 +48,9 @@ def _strip_literals(key: tuple) -> tuple:
     """A graph key with the Python numbers in op arguments blanked out."""
     inputs, nodes, outputs, consts = key
 
-    def blank(args: tuple) -> tuple:  # args as _freeze gives them: ("tuple", items)
+    def blank(args: tuple) -> tuple:  # args as _freeze gives them: (tag, items)
+        if args[0] == "ints":
+            return ("#",) * len(args[1])
         return tuple("#" if isinstance(a, tuple) and a and a[0] in ("bool", "int", "float")
                      else a for a in args[1])
 
@@ -57,6 +59,8 @@ def _strip_literals(key: tuple) -> tuple:
 
 def _thaw(v: Any) -> Any:
     """Undo ``graph._freeze`` for printing."""
+    if isinstance(v, tuple) and len(v) == 2 and v[0] == "ints":
+        return v[1]
     if isinstance(v, tuple) and len(v) == 2 and v[0] in ("tuple", "list"):
         return tuple(_thaw(x) for x in v[1])
     if isinstance(v, tuple) and len(v) == 2 and v[0] in ("bool", "int", "float"):

@@ -1,8 +1,10 @@
 """Fusion: chains (trees) of elementwise ops become one kernel each.
 
 A node joins its consumer's kernel when both are elementwise with a C expression in the
-op table, the producer has that one consumer and is not a graph output, and the shapes
-agree (or the producer broadcasts into the consumer's loop). Everything else (matrix
+op table (GELU, a primitive for eager's sake, has one too), every reader of the producer is
+in that kernel (one consumer, or several that all fuse there: a sigmoid that its gradient
+reads three times), it is not a graph output, and the shapes agree (a producer that
+broadcasts is read by the kernel instead). Everything else (matrix
 products, convolutions' unfold/fold, reductions, indexing) runs as a library call."""
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ def fusible(graph: Graph, i: int) -> bool:
     """Whether node ``i`` can be part of a generated C kernel."""
     n = graph.nodes[i]
     op = OPS[n.op]
-    if op.kind not in ("unary", "binary", "ternary") or op.c_expr is None or n.op in _NOT_IN_C:
+    if op.c_expr is None or n.op in _NOT_IN_C:
         return False
     if n.op == "round" and n.attrs.get("decimals"):
         return False
@@ -64,17 +66,23 @@ def fuse(graph: Graph) -> tuple[list[Kernel], list[int]]:
     for i, n in enumerate(graph.nodes):
         if not fusible(graph, i):
             continue
-        members = [i]
-        for r in node_refs(n):
-            if r[0] != "n":
-                continue
-            j = r[1]
-            if j in group_of and len(users[j]) == 1 and j not in outputs \
-                    and graph.nodes[j].shape == n.shape:
-                members = kernels[group_of[j]].nodes + members
-                kernels[group_of[j]].nodes = []
+        members = {i}
+        grew = True
+        while grew:  # take in producer kernels all of whose readers are members by now
+            grew = False
+            for m in sorted(members, reverse=True):
+                for r in node_refs(graph.nodes[m]):
+                    j = r[1]
+                    if r[0] != "n" or j in members or j not in group_of or j in outputs \
+                            or graph.nodes[j].shape != n.shape \
+                            or not all(u in members for u in users[j]):
+                        continue
+                    g = kernels[group_of[j]]
+                    members.update(g.nodes)
+                    g.nodes = []
+                    grew = True
         k = len(kernels)
-        kernels.append(Kernel(f"k{k}", sorted(set(members))))
+        kernels.append(Kernel(f"k{k}", sorted(members)))
         for m in members:
             group_of[m] = k
     kernels = [k for k in kernels if k.nodes]

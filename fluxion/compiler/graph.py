@@ -98,20 +98,41 @@ def _attr_str(v: Any) -> str:
     return s if len(s) < 60 else s[:57] + "..."
 
 
+_SCALAR_TAGS = {bool: "bool", int: "int", float: "float"}
+_REF_TAGS = frozenset({"in", "n", "aux", "const"})
+
+
 def _freeze(v: Any) -> Any:
-    """Hashable form of attributes (slices, dtypes, nested tuples/lists/dicts)."""
-    if isinstance(v, dict):
+    """Hashable form of attributes (slices, dtypes, nested tuples/lists/dicts). Python
+    numbers carry their type (2, 2.0 and True are equal but not the same op); a value
+    reference and a tuple of ints (dims, shapes), the common cases, take a short path."""
+    t = type(v)
+    tag = _SCALAR_TAGS.get(t)
+    if tag is not None:
+        return (tag, v)
+    if t is tuple:
+        if 2 <= len(v) <= 3 and type(v[0]) is str and v[0] in _REF_TAGS \
+                and type(v[1]) is int:
+            return v
+        if all(type(x) is int for x in v):
+            return ("ints", v)
+        return ("tuple", tuple([_freeze(x) for x in v]))
+    if t is dict:
         return tuple(sorted((k, _freeze(x)) for k, x in v.items()))
-    if isinstance(v, (list, tuple)):
-        return (type(v).__name__, tuple(_freeze(x) for x in v))
+    if t is list:
+        return ("list", tuple([_freeze(x) for x in v]))
+    if v is None or t is str:
+        return v
     if isinstance(v, slice):
         return ("slice", v.start, v.stop, v.step)
     if isinstance(v, np.ndarray):
         return ("array", v.shape, str(v.dtype), v.tobytes())
     if isinstance(v, np.dtype):
         return ("dtype", str(v))
-    if isinstance(v, (bool, int, float)):  # 2, 2.0 and True are equal but not the same op
+    if isinstance(v, (bool, int, float)):  # subclasses (numpy scalars are not)
         return (type(v).__name__, v)
+    if isinstance(v, (tuple, list)):
+        return (type(v).__name__, tuple(_freeze(x) for x in v))
     try:
         hash(v)
         return v

@@ -20,6 +20,9 @@ from typing import Any
 import numpy as np
 
 from fluxion.compiler.graph import GNode, Graph
+from fluxion.compiler.layout import c_strides as _c_strides
+from fluxion.compiler.layout import probe as _probe
+from fluxion.compiler.layout import view_layout
 from fluxion.ops.registry import Op, Spec, capture
 
 state = capture  # ops.registry.apply consults state.segment
@@ -160,33 +163,11 @@ def user_location() -> str:
     return "<fluxion>"
 
 
-def _c_strides(shape: tuple[int, ...]) -> tuple[int, ...]:
-    out, acc = [], 1
-    for n in reversed(shape):
-        out.append(acc)
-        acc *= max(n, 1)
-    return tuple(reversed(out))
-
-
-def _probe(shape: tuple[int, ...], estrides: tuple[int, ...]) -> np.ndarray:
-    return np.lib.stride_tricks.as_strided(np.zeros(1, np.int8), shape, estrides)
-
-
 def _view_layout(op: Op, src: Any, attrs: dict) -> tuple[tuple[int, ...], bool]:
-    """Element strides of a view op's result, and whether it is a view at all (a reshape
-    that no view can express copies, as NumPy's and PyTorch's do)."""
-    if isinstance(src, LazyArray):
-        probe = src.probe()
-    else:
-        probe = _probe(src.shape, tuple(st // src.itemsize for st in src.strides))
-    if op.name == "reshape":
-        try:
-            v = probe.view()
-            v.shape = attrs["shape"]
-        except AttributeError:
-            return _c_strides(tuple(attrs["shape"])), False
-        return v.strides, True
-    return op.forward(np, probe, **attrs).strides, True
+    """Element strides of a view op's result, and whether it is a view at all."""
+    estrides = src.estrides if isinstance(src, LazyArray) else \
+        tuple(st // src.itemsize for st in src.strides)
+    return view_layout(op.name, tuple(src.shape), estrides, attrs)
 
 
 class Segment:
@@ -231,21 +212,24 @@ class Segment:
 
     def record(self, op: Op, arrays: list, attrs: dict) -> Any:
         """Add ``op`` to the graph; its outputs come back as LazyArrays."""
-        specs = [Spec(a.shape, a.dtype) if isinstance(a, (LazyArray, np.ndarray)) else a
-                 for a in arrays]
-        shape, dtype = op.infer(*specs, **{k: _attr_value(v) for k, v in attrs.items()})
+        shape, dtype = _same_shape_rule(op, arrays) if op.kind in _ELEMENTWISE and not attrs \
+            else (None, None)
+        if shape is None:
+            specs = [Spec(a.shape, a.dtype) if isinstance(a, (LazyArray, np.ndarray)) else a
+                     for a in arrays]
+            shape, dtype = op.infer(*specs, **{k: _attr_value(v) for k, v in attrs.items()})
         lift = (int, float) if self.owner.lift_scalars else (float,) if \
             self.owner.dynamic is not False else ()
-        if lift and op.kind in ("unary", "binary", "ternary"):
+        if lift and op.kind in _ELEMENTWISE and any(type(a) in lift for a in arrays):
             # Python floats (learning rates, bias corrections...) are inputs, not constants,
             # so a new value is not a new graph; ints too once they have changed
             like = next((a.dtype for a in arrays if isinstance(a, (LazyArray, np.ndarray))),
                         None)
             arrays = [np.asarray(a, like) if like is not None and type(a) in lift
                       else a for a in arrays]
-        args = tuple(self._ref(a) for a in arrays)
-        gattrs = {k: self._attr(v) for k, v in attrs.items()}
-        aux = tuple((shape, np.dtype(np.int64)) for _ in range(op.n_aux))
+        args = tuple([self._ref(a) for a in arrays])
+        gattrs = {k: self._attr(v) for k, v in attrs.items()} if attrs else {}
+        aux = tuple((shape, np.dtype(np.int64)) for _ in range(op.n_aux)) if op.n_aux else ()
         i = len(self.nodes)
         self.nodes.append(GNode(op.name, args, gattrs, tuple(shape), np.dtype(dtype), aux))
         if op.view:
@@ -335,6 +319,33 @@ class Segment:
             if data is not memory:
                 np.copyto(memory, data)  # the tensor keeps its memory (views, optimizers)
                 t._data = memory
+
+
+_ELEMENTWISE = frozenset({"unary", "binary", "ternary"})
+
+
+def _same_shape_rule(op: Op, arrays: list) -> tuple[Any, Any]:
+    """The elementwise shape rule's answer when every operand is an array of one shape
+    and dtype (most ops of a model): no broadcasting or promotion to work out. (None,
+    None) otherwise."""
+    first = arrays[0]
+    if op.shape_rule is not None or not isinstance(first, (LazyArray, np.ndarray)):
+        return None, None
+    shape, dtype = first.shape, first.dtype
+    for a in arrays[1:]:
+        if type(a) not in (LazyArray, np.ndarray) or a.shape != shape or a.dtype != dtype:
+            return None, None
+    rule = op.dtype_rule
+    if rule == "bool":
+        return shape, _BOOL
+    if rule in ("same", "promote") or (rule == "float" and dtype.kind == "f"):
+        if op.kind == "ternary":  # where: the condition's dtype is not the result's
+            return None, None
+        return shape, dtype
+    return None, None
+
+
+_BOOL = np.dtype(bool)
 
 
 def _attr_value(v: Any) -> Any:

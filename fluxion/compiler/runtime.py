@@ -3,19 +3,22 @@ products) and generated kernels, with each intermediate freed after its last use
 
 from __future__ import annotations
 
+import bisect
 import ctypes
+import sys
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from fluxion.compiler import cache
+from fluxion.compiler import cache, layout
 from fluxion.compiler.codegen import c as c_codegen
 from fluxion.compiler.codegen import numpy as np_codegen
 from fluxion.compiler.config import config
 from fluxion.compiler.fusion import Kernel, fuse
 from fluxion.compiler.graph import Graph
+from fluxion.compiler.layout import normalized
 from fluxion.compiler.passes import optimize
 from fluxion.compiler.passes.rewrite import is_ref, map_refs, node_refs
 from fluxion.ops.registry import OPS, run_kernel
@@ -38,8 +41,16 @@ class Program:
     _last_use: dict[tuple, int] = field(default_factory=dict)
     _free_at: dict[int, list[tuple]] = field(default_factory=dict)
     _in_last_use: dict[int, int] = field(default_factory=dict)
+    _in_by_last_use: tuple[list[int], list[int]] = ([], [])  # (steps, inputs) sorted
+    _expect: dict[str, list[tuple]] = field(default_factory=dict)  # kernel -> input layouts
+    _np_fns: dict[str, Any] = field(default_factory=dict)
+    _sizes: dict[str, int] = field(default_factory=dict)
     _scratch_ok: set[str] = field(default_factory=set)
     _scratch: dict[str, np.ndarray] = field(default_factory=dict)
+    # freed intermediates nobody else holds, by (shape, dtype), for later kernel outputs
+    # (this call's or the next's): no fresh pages to fault in on every call
+    _pool: dict[tuple, list[np.ndarray]] = field(default_factory=dict)
+    _recycle: dict[int, np.ndarray | None] = field(default_factory=dict)  # output kernels
     _targets: dict[tuple, np.ndarray] = field(default_factory=dict)
     _inputs: list[np.ndarray] = field(default_factory=list)
 
@@ -64,7 +75,7 @@ class Program:
             if config.verify:
                 self._verify(i, k, env)
             for r in self._free_at.get(step, ()):
-                env.pop(r, None)
+                self._release(env.pop(r, None))
         outs = []
         for r in self.graph.outputs:
             v = env[r] if is_ref(r) else np.asarray(r)
@@ -93,8 +104,8 @@ class Program:
         target = self._targets.get(("n", k.root))
         if target is not None and target.shape == root.shape and target.dtype == root.dtype \
                 and target.flags.c_contiguous and target.flags.writeable \
-                and all(self._in_last_use.get(j, -1) <= step or not np.may_share_memory(target, a)
-                        for j, a in enumerate(self._inputs)) \
+                and not any(np.may_share_memory(target, self._inputs[j])
+                            for j in self._inputs_read_after(step)) \
                 and all(_aligned_or_apart(target, a) for a in reads):
             return target
         if k.name in self._scratch_ok:
@@ -102,24 +113,61 @@ class Program:
             if buf is None:
                 buf = self._scratch[k.name] = np.empty(root.shape, root.dtype)
             return buf
-        return np.empty(root.shape, root.dtype)
+        if k.root in self._recycle:
+            # a graph output: last call's array again once nothing holds it any more (the
+            # caller dropped the tensor), so a loop does not fault in fresh pages each call
+            prev = self._recycle[k.root]
+            if prev is not None and sys.getrefcount(prev) == 3:  # the dict, prev, the call
+                return prev
+            out = self._recycle[k.root] = np.empty(root.shape, root.dtype)
+            return out
+        free = self._pool.get((root.shape, root.dtype))
+        return free.pop() if free else np.empty(root.shape, root.dtype)
+
+    def _release(self, v: Any) -> None:
+        """Pool an intermediate after its last read when nothing else refers to it (no
+        view, no tensor, no output): reusing it can then change nothing anyone sees."""
+        if type(v) is np.ndarray and v.base is None and v.nbytes >= _POOL_MIN \
+                and sys.getrefcount(v) == 2:  # ``v`` and getrefcount's own argument
+            free = self._pool.setdefault((v.shape, v.dtype), [])
+            if len(free) < 4:
+                free.append(v)
+
+    def _inputs_read_after(self, step: int) -> list[int]:
+        """The graph inputs that some step after ``step`` still reads."""
+        steps, inputs = self._in_by_last_use
+        return inputs[bisect.bisect_right(steps, step):]
 
     def _run_kernel(self, k: Kernel, env: dict, step: int) -> np.ndarray:
-        root = self.graph.nodes[k.root]
         fn = self._fns[k.name]
         if self.backend == "numpy":
             return fn(*[env[r] for r in k.inputs])
-        args: list[Any] = [int(np.prod(root.shape))]
+        args: list[Any] = [self._sizes[k.name]]
         keep = []
-        for r in k.inputs:
-            _, d = self.graph.spec(r)
-            a = np.ascontiguousarray(env[r], dtype=d)
+        for r, (d, raw, norm, contiguous) in zip(k.inputs, self._expect[k.name]):
+            a = env[r]
+            if a.strides != raw or a.dtype != d:
+                # not the layout the C was written for: same elements under other strides
+                # of length-1 dims, a copy to contiguous, or the kernel's NumPy version
+                if a.dtype == d and normalized(a.shape, a.strides) == norm:
+                    pass
+                elif contiguous:
+                    a = np.ascontiguousarray(a, dtype=d)
+                else:
+                    return self._numpy_kernel(k)(*[env[r] for r in k.inputs])
             keep.append(a)
             args.append(a.ctypes.data)
         out = self._out_buffer(k, step, keep)
         args.append(out.ctypes.data)
         fn(*args)
         return out
+
+    def _numpy_kernel(self, k: Kernel) -> Any:
+        fn = self._np_fns.get(k.name)
+        if fn is None:
+            fn = self._np_fns[k.name] = np_codegen.load(
+                np_codegen.render_kernel(self.graph, k))[k.name]
+        return fn
 
     def _verify(self, i: int, k: Kernel | None, env: dict) -> None:
         """Recompute node i (or kernel k) with eager kernels and compare."""
@@ -146,6 +194,9 @@ class Program:
                 f"from eager by up to {diff:.3g} (rtol {config.verify_rtol}, atol "
                 f"{config.verify_atol})\n{self.graph}"
             )
+
+
+_POOL_MIN = 1 << 16  # bytes; smaller arrays come from malloc's free lists anyway
 
 
 def _aligned_or_apart(target: np.ndarray, a: np.ndarray) -> bool:
@@ -183,7 +234,19 @@ def build_program(graph: Graph, backend: str = "auto") -> Program:
     t = time.perf_counter()
     prog = Program(opt, kernels, schedule, "c" if use_c else "numpy", "", trace, times)
     if use_c:
-        bodies = c_codegen.render_bodies(opt, kernels)
+        planned = layout.plan(opt)
+        views = {r: planned[r] for k in kernels for r in k.inputs
+                 if r in planned and planned[r] != layout.c_strides(opt.spec(r)[0])}
+        for k in kernels:
+            expect = []
+            for r in k.inputs:
+                shape, d = opt.spec(r)
+                est = views.get(r) or layout.c_strides(shape)
+                raw = tuple(e * d.itemsize for e in est)
+                expect.append((d, raw, normalized(shape, raw), r not in views))
+            prog._expect[k.name] = expect
+            prog._sizes[k.name] = int(np.prod(opt.nodes[k.root].shape))
+        bodies = c_codegen.render_bodies(opt, kernels, views)
         names = {k: cache.function_name(b) for k, b in bodies.items()}
         functions = {names[k]: b.replace("void @(", f"void {names[k]}(", 1)
                      for k, b in bodies.items()}
@@ -222,6 +285,13 @@ def build_program(graph: Graph, backend: str = "auto") -> Program:
         for r in reads:
             if r[0] == "in":
                 prog._in_last_use[r[1]] = step
+    by_last = sorted((step, j) for j, step in prog._in_last_use.items())
+    prog._in_by_last_use = ([s for s, _ in by_last], [j for _, j in by_last])
+    for k in kernels:
+        root = opt.nodes[k.root]
+        if ("n", k.root) in outputs and int(np.prod(root.shape)) * root.dtype.itemsize \
+                >= _POOL_MIN:
+            prog._recycle[k.root] = None
     # memory planning: a kernel result that only compute ops read (no views, not an
     # output) gets one buffer, reused on every call
     users = opt.users()

@@ -55,7 +55,17 @@ def _stable_sigmoid(xp, v):
     return xp.where(v >= 0, 1 / (1 + e), e / (1 + e))
 
 
-@defop("gelu", "nn")
+def _gelu_c(approximate: str = "none") -> str:
+    """GELU in C; constants take the operand's type, so float32 stays float32."""
+    def k(v: float) -> str:
+        return f"((__typeof__(a)){v!r})"
+
+    if approximate == "tanh":  # x * sigmoid(2u): no cancellation for negative x
+        return f"(a / (1 + exp({k(-2 * _K)} * (a + {k(0.044715)} * a * a * a))))"
+    return f"({k(0.5)} * a * (1 + erf(a * {k(1 / math.sqrt(2))})))"
+
+
+@defop("gelu", "nn", c_expr=_gelu_c)
 def gelu(xp, a, approximate="none"):
     """x * Phi(x) (``'none'``) or x * sigmoid(2 sqrt(2/pi) (x + 0.044715 x^3)) (``'tanh'``,
     the tanh form written without its cancellation for negative x)."""

@@ -50,7 +50,9 @@ class Op:
     kind: str
     forward: Callable[..., Any]
     backward: Callable[..., tuple] | None = None
-    c_expr: str | None = None  # elementwise: C in terms of a, b, c (tgmath names)
+    # elementwise: C in terms of a, b, c (tgmath names), or a function of the attributes
+    # giving it; an op with one is fused by the compiler
+    c_expr: str | Callable[..., str] | None = None
     save_inputs: bool = True
     # which inputs the backward rule reads, given which inputs need a gradient (default:
     # all); unsaved inputs are neither kept alive nor version-checked

@@ -1,5 +1,7 @@
-"""The C renderer: one function per fused kernel, a flat loop over the output with
-OpenMP across cores for large sizes; broadcast inputs index by coordinates."""
+"""The C renderer: one function per fused kernel, the output's shape walked by the fewest
+loops its operands allow (a flat one when they are contiguous), the inner loop vectorised,
+the outer one spread across cores by OpenMP for large sizes; broadcast and strided (view)
+inputs are read in place through their strides."""
 
 from __future__ import annotations
 
@@ -11,6 +13,7 @@ import numpy as np
 
 from fluxion.compiler.fusion import Kernel
 from fluxion.compiler.graph import Graph
+from fluxion.compiler.layout import c_strides
 from fluxion.compiler.passes.rewrite import is_ref
 from fluxion.ops.registry import OPS
 
@@ -49,22 +52,34 @@ def _literal(v: Any, ctype: str) -> str:
     return f"(({ctype}){float(v)!r})"
 
 
-def _index_expr(in_shape: tuple[int, ...], out_shape: tuple[int, ...]) -> str:
-    """The element offset of a (contiguous, broadcast) input at output flat index i."""
-    if tuple(in_shape) == tuple(out_shape):
-        return "i"
-    if int(np.prod(in_shape)) == 1:
-        return "0"
-    nd = len(out_shape)
-    shape = (1,) * (nd - len(in_shape)) + tuple(in_shape)
-    terms = []
-    stride = 1
-    for d in reversed(range(nd)):
-        if shape[d] != 1:
-            inner = int(np.prod(out_shape[d + 1:])) if d + 1 < nd else 1
-            coord = f"((i / {inner}) % {out_shape[d]})" if inner > 1 else f"(i % {out_shape[d]})"
-            terms.append(f"{coord} * {stride}" if stride != 1 else coord)
-        stride *= shape[d]
+def broadcast_strides(in_shape: tuple[int, ...], estrides: tuple[int, ...],
+                      out_shape: tuple[int, ...]) -> tuple[int, ...]:
+    """An input's element strides in the output's index space (0 where it broadcasts)."""
+    lead = len(out_shape) - len(in_shape)
+    return tuple(0 if d < lead or in_shape[d - lead] == 1 else estrides[d - lead]
+                 for d in range(len(out_shape)))
+
+
+def loop_nest(shape: tuple[int, ...], operands: list[tuple[int, ...]]
+              ) -> tuple[tuple[int, ...], list[tuple[int, ...]]]:
+    """The fewest loops that walk ``shape``: length-1 dimensions dropped and neighbours
+    merged wherever every operand (element strides per dimension) steps through them as
+    through one, so contiguous and broadcast operands leave a flat inner loop."""
+    dims = [d for d in range(len(shape)) if shape[d] != 1]
+    ext = [shape[d] for d in dims]
+    st = [[s[d] for d in dims] for s in operands]
+    d = len(ext) - 2
+    while d >= 0:
+        if all(s[d] == s[d + 1] * ext[d + 1] for s in st):
+            ext[d] *= ext.pop(d + 1)
+            for s in st:
+                s[d] = s.pop(d + 1)
+        d -= 1
+    return tuple(ext), [tuple(s) for s in st]
+
+
+def _index(strides: tuple[int, ...]) -> str:
+    terms = [f"i{d}" if s == 1 else f"i{d} * {s}" for d, s in enumerate(strides) if s]
     return " + ".join(terms) if terms else "0"
 
 
@@ -80,7 +95,7 @@ def _expr(graph: Graph, i: int, names: dict[Any, str]) -> str:
         ops.append(names[a] if is_ref(a) else _literal(a, lit_type))
     if n.op == "cast":
         return f"({ops[0]} != 0)" if ctype == "uint8_t" else f"(({ctype}){ops[0]})"
-    expr = op.c_expr or ""
+    expr = (op.c_expr(**n.attrs) if callable(op.c_expr) else op.c_expr) or ""
     if n.op == "clamp":
         lo, hi = n.attrs.get("min"), n.attrs.get("max")
         expr = expr.replace("lo", _literal(-math.inf if lo is None else lo, ctype))
@@ -90,39 +105,61 @@ def _expr(graph: Graph, i: int, names: dict[Any, str]) -> str:
     return f"(({ctype})({expr}))"
 
 
-def render_kernel(graph: Graph, k: Kernel) -> str:
-    """C source of one fused kernel: ``void name(int64_t n, inputs..., out)``."""
+def render_kernel(graph: Graph, k: Kernel,
+                  layouts: dict[Any, tuple[int, ...]] | None = None) -> str:
+    """C source of one fused kernel: ``void name(int64_t n, inputs..., out)``.
+
+    ``layouts`` gives the element strides of inputs that are not contiguous (views), which
+    are read in place. The loops are the output's shape collapsed as far as every operand
+    allows (``loop_nest``); a single loop runs to ``n``, so kernels that differ only in
+    size share one function."""
     root = graph.nodes[k.root]
     params = ["int64_t n"]
     names: dict[Any, str] = {}
-    loads = []
+    operands = []
     for j, r in enumerate(k.inputs):
         shape, dtype = graph.spec(r)
-        ct = CTYPE[dtype]
-        params.append(f"const {ct}* restrict in{j}")
+        params.append(f"const {CTYPE[dtype]}* restrict in{j}")
         names[r] = f"x{j}"
-        loads.append(f"    const {ct} x{j} = in{j}[{_index_expr(shape, root.shape)}];")
+        own = (layouts or {}).get(r) or c_strides(shape)
+        operands.append(broadcast_strides(shape, own, root.shape))
     params.append(f"{CTYPE[root.dtype]}* out")  # may be an input's memory (in place)
+    ext, strides = loop_nest(root.shape, [c_strides(root.shape), *operands])
+    if not ext:  # a single element
+        ext, strides = (1,), [(0,)] * len(strides)
+    loads = [f"    const {CTYPE[graph.spec(r)[1]]} x{j} = in{j}[{_index(strides[j + 1])}];"
+             for j, r in enumerate(k.inputs)]
     body = []
     for m in k.nodes:
         nm = f"t{m}"
         body.append(f"    const {CTYPE[graph.nodes[m].dtype]} {nm} = {_expr(graph, m, names)};")
         names[("n", m)] = nm
-    body.append(f"    out[i] = t{k.root};")
-    return (
-        f"void {k.name}({', '.join(params)}) {{\n"
-        f"  #pragma omp parallel for simd if (n > {PARALLEL_MIN})\n"
-        f"  for (int64_t i = 0; i < n; i++) {{\n" + "\n".join(loads + body) + "\n  }\n}\n"
-    )
+    body.append(f"    out[{_index(strides[0])}] = t{k.root};")
+    inner = "\n".join(loads + body)
+    if len(ext) == 1:
+        return (f"void {k.name}({', '.join(params)}) {{\n"
+                f"  #pragma omp parallel for simd if (n > {PARALLEL_MIN})\n"
+                f"  for (int64_t i0 = 0; i0 < n; i0++) {{\n{inner}\n  }}\n}}\n")
+    lines = [f"void {k.name}({', '.join(params)}) {{",
+             f"  #pragma omp parallel for if (n > {PARALLEL_MIN})"]
+    for d, e in enumerate(ext):
+        if d == len(ext) - 1:
+            lines.append("  " * (d + 1) + "#pragma omp simd")
+        lines.append("  " * (d + 1) + f"for (int64_t i{d} = 0; i{d} < {e}; i{d}++) {{")
+    lines.append(inner)
+    lines += ["  " * (d + 1) + "}" for d in reversed(range(len(ext)))]
+    return "\n".join([*lines, "}"]) + "\n"
 
 
-def render(graph: Graph, kernels: list[Kernel]) -> str:
+def render(graph: Graph, kernels: list[Kernel],
+           layouts: dict[Any, tuple[int, ...]] | None = None) -> str:
     """The C source of all kernels of a graph, each under its kernel name."""
-    return HEADER + "\n".join(render_kernel(graph, k) for k in kernels)
+    return HEADER + "\n".join(render_kernel(graph, k, layouts) for k in kernels)
 
 
-def render_bodies(graph: Graph, kernels: list[Kernel]) -> dict[str, str]:
+def render_bodies(graph: Graph, kernels: list[Kernel],
+                  layouts: dict[Any, tuple[int, ...]] | None = None) -> dict[str, str]:
     """Each kernel's function with ``@`` for its name: equal bodies (a model's repeated
     layers) are one function, and the body is what the kernel cache is keyed by."""
-    return {k.name: render_kernel(graph, k).replace(f"void {k.name}(", "void @(", 1)
+    return {k.name: render_kernel(graph, k, layouts).replace(f"void {k.name}(", "void @(", 1)
             for k in kernels}

@@ -1,7 +1,8 @@
 """Graph passes: each takes a ``Graph`` and returns an optimised ``Graph``.
 
-Run in order by ``optimize``: algebraic simplification (with view folding), constant
-folding, common-subexpression elimination, dead-code elimination."""
+Run in order by ``optimize``: transposed products as products of transposes, algebraic
+simplification (with view folding), constant folding, common-subexpression elimination,
+dead-code elimination."""
 
 from __future__ import annotations
 
@@ -12,8 +13,10 @@ from fluxion.compiler.passes.cse import cse
 from fluxion.compiler.passes.dce import dce
 from fluxion.compiler.passes.fold import fold_constants
 from fluxion.compiler.passes.simplify import simplify
+from fluxion.compiler.passes.transpose import transpose_products
 
 PASSES: list[tuple[str, Callable[[Graph], Graph]]] = [
+    ("transpose_products", transpose_products),
     ("simplify", simplify),
     ("fold_constants", fold_constants),
     ("cse", cse),
@@ -30,4 +33,5 @@ def optimize(graph: Graph, trace: list[tuple[str, Graph]] | None = None) -> Grap
     return graph
 
 
-__all__ = ["PASSES", "cse", "dce", "fold_constants", "optimize", "simplify"]
+__all__ = ["PASSES", "cse", "dce", "fold_constants", "optimize", "simplify",
+           "transpose_products"]

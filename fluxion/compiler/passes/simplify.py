@@ -2,7 +2,8 @@
 
 x*1, 1*x, x+0, 0+x, x-0, x/1, x**1 -> x;  x**2 -> x*x;  neg(neg(x)) -> x;
 cast/reshape/permute/expand to what x already is -> x;  reshape(reshape(x)) -> reshape(x);
-permute(permute(x)) -> one permute;  argmax(x, d) after max(x, d) -> its indices."""
+permute(permute(x)) -> one permute (none if they cancel);
+argmax(x, d) after max(x, d) -> its indices."""
 
 from __future__ import annotations
 
@@ -89,5 +90,10 @@ def simplify(graph: Graph) -> Graph:
                 and nodes[args[0][1]].op == "permute":
             inner = nodes[args[0][1]]
             dims = tuple(inner.attrs["dims"][d] for d in n.attrs["dims"])
-            nodes[i] = GNode("permute", (cur(inner.args[0]),), {"dims": dims}, n.shape, n.dtype)
+            src = cur(inner.args[0])
+            if dims == tuple(range(len(dims))) and same_spec(src, n):  # they cancel
+                keep[i] = False
+                replace[("n", i)] = src
+                continue
+            nodes[i] = GNode("permute", (src,), {"dims": dims}, n.shape, n.dtype)
     return rebuild(Graph(graph.inputs, nodes, graph.outputs, graph.consts), keep, replace)
