@@ -348,6 +348,7 @@ ELEMENTWISE = {
     "cast_bool": lambda x, y: (x > 0).to(x.dtype) * y,
     "cast_f64": lambda x, y: x.double() * 2,
     "gelu": lambda x, y: fluxion.nn.functional.gelu(x, approximate="tanh"),
+    "gelu_erf": lambda x, y: fluxion.nn.functional.gelu(x),
     "silu": lambda x, y: fluxion.nn.functional.silu(x),
 }
 
@@ -375,6 +376,38 @@ def test_elementwise_c_numpy_eager(dtype: str) -> None:
                                            err_msg=what)
             else:
                 np.testing.assert_array_equal(a, b, err_msg=what)
+
+
+def test_gelu_fuses_into_the_c_kernel() -> None:
+    g = Graph([((2, 3), F32)], [node("gelu", X, approximate="tanh"), node("mul", n(0), X)],
+              [n(1)])
+    ks, _ = groups(g)
+    assert ks == [["gelu", "mul"]]
+    assert "exp(" in c_source(g) and "__typeof__" in c_source(g)  # float32 stays float32
+
+
+@needs_cc
+def test_outputs_reuse_memory_only_once_the_caller_dropped_them() -> None:
+    """A large output's array comes back on the next call only when nothing holds the
+    last one: results that are kept never change under the caller."""
+    size = 1 << 15  # 128 KiB of float32: large enough to be recycled
+    g = Graph([((size,), F32)], [node("mul", X, 2.0, sh=(size,))], [n(0)])
+    prog = runtime.build_program(g, "c")
+    x = np.arange(size, dtype=np.float32)
+    (first,) = prog.run([x])
+    (second,) = prog.run([x + 1])
+    assert not np.shares_memory(first, second)
+    np.testing.assert_array_equal(first, x * 2)  # kept, so untouched by the second run
+    address = second.ctypes.data
+    del second
+    (third,) = prog.run([x + 2])
+    assert third.ctypes.data == address  # dropped: its memory is reused
+    np.testing.assert_array_equal(third, (x + 2) * 2)
+    view = third[::2]
+    del third
+    (fourth,) = prog.run([x])
+    assert not np.shares_memory(fourth, view)  # a view keeps its base from being reused
+    np.testing.assert_array_equal(view, ((x + 2) * 2)[::2])
 
 
 def test_program_backends_directly() -> None:

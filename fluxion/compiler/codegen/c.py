@@ -130,11 +130,11 @@ def render_kernel(graph: Graph, k: Kernel,
     loads = [f"    const {CTYPE[graph.spec(r)[1]]} x{j} = in{j}[{_index(strides[j + 1])}];"
              for j, r in enumerate(k.inputs)]
     body = []
-    for m in k.nodes:
-        nm = f"t{m}"
+    for pos, m in enumerate(k.nodes):  # named by position: a repeated layer's kernels
+        nm = f"t{pos}"                   # are the same text, so one function
         body.append(f"    const {CTYPE[graph.nodes[m].dtype]} {nm} = {_expr(graph, m, names)};")
         names[("n", m)] = nm
-    body.append(f"    out[{_index(strides[0])}] = t{k.root};")
+    body.append(f"    out[{_index(strides[0])}] = t{len(k.nodes) - 1};")
     inner = "\n".join(loads + body)
     if len(ext) == 1:
         return (f"void {k.name}({', '.join(params)}) {{\n"
