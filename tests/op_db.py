@@ -1100,7 +1100,10 @@ def _fold_samples(mk: Maker, dt: str) -> list[Sample]:
             S(A(mk((2, 6, 6))), (4, 5), (2, 3), name="k23_stride", stride=(1, 2)),
             S(A(mk((1, 4, 9))), (5, 5), 2, name="dilation_padding", dilation=2, padding=1,
               stride=2),
-            S(A(mk((1, 9, 4)), lambda t: t.mT.mT), (4, 4), 3, name="overlap")]
+            S(A(mk((1, 9, 4)), lambda t: t.mT.mT), (4, 4), 3, name="overlap"),
+            # windows that tile the plane (pooling's backward), with and without a border
+            S(A(mk((2, 8, 4))), (4, 4), 2, name="tiles", stride=2),
+            S(A(mk((1, 4, 4)), lambda t: t.mT.mT), (5, 5), 2, name="tiles_border", stride=2)]
 
 
 entry("fold", "fold", lambda m, x, o, k, **kw: m.nn.functional.fold(x, o, k, **kw),

@@ -46,7 +46,7 @@ class LazyArray:
     """A value of the graph being captured: shape and dtype now, data after the segment
     runs. Anything that needs the data realises it (a graph break)."""
 
-    __slots__ = ("shape", "dtype", "segment", "ref", "value", "estrides", "is_view",
+    __slots__ = ("shape", "dtype", "segment", "ref", "value", "_estrides", "is_view",
                  "__weakref__")
 
     def __init__(self, segment: Segment, ref: tuple, shape: tuple[int, ...],
@@ -55,13 +55,21 @@ class LazyArray:
         self.segment, self.ref = segment, ref
         self.shape, self.dtype = tuple(shape), np.dtype(dtype)
         self.value: np.ndarray | None = None
-        # the layout it would have in memory (element strides): views keep their base's
-        self.estrides = _c_strides(self.shape) if estrides is None else tuple(estrides)
+        # the layout it would have in memory (element strides): views keep their base's;
+        # None: contiguous (worked out only when asked)
+        self._estrides = None if estrides is None else tuple(estrides)
         self.is_view = is_view
 
     @property
+    def estrides(self) -> tuple[int, ...]:
+        if self._estrides is None:
+            self._estrides = _c_strides(self.shape)
+        return self._estrides
+
+    @property
     def contiguous(self) -> bool:
-        return self.estrides == _c_strides(self.shape) or self.size <= 1
+        return self._estrides is None or self.estrides == _c_strides(self.shape) \
+            or self.size <= 1
 
     def probe(self) -> np.ndarray:
         """A memory-less stand-in with this layout (never read): for layout questions."""
@@ -183,6 +191,9 @@ class Segment:
         self.autograd_nodes: list[weakref.ref] = []
         self.mutations: dict[int, tuple[Any, np.ndarray]] = {}
         self.done = False
+        # the Python numbers that become graph inputs rather than constants
+        self.lift: tuple[type, ...] = (int, float) if owner.lift_scalars else \
+            (float,) if owner.dynamic is not False else ()
 
     # --- recording -----------------------------------------------------------------
     def _ref(self, x: Any) -> Any:
@@ -218,8 +229,7 @@ class Segment:
             specs = [Spec(a.shape, a.dtype) if isinstance(a, (LazyArray, np.ndarray)) else a
                      for a in arrays]
             shape, dtype = op.infer(*specs, **{k: _attr_value(v) for k, v in attrs.items()})
-        lift = (int, float) if self.owner.lift_scalars else (float,) if \
-            self.owner.dynamic is not False else ()
+        lift = self.lift
         if lift and op.kind in _ELEMENTWISE and any(type(a) in lift for a in arrays):
             # Python floats (learning rates, bias corrections...) are inputs, not constants,
             # so a new value is not a new graph; ints too once they have changed
