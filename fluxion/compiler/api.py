@@ -108,6 +108,7 @@ class CompiledFunction:
         self.programs: dict[tuple, Program] = {}
         self.order: list[tuple] = []
         self.slot_keys: dict[int, list[tuple]] = {}  # graph position in a call -> its keys
+        self._last_graph: dict[int, tuple] = {}  # position -> last (nodes, inputs, outputs, key)
         self._slot = 0
         self.stats = CompileStats()
         self.timings: dict[str, float] = {"run_s": 0.0}
@@ -176,8 +177,17 @@ class CompiledFunction:
         state.segment = Segment(self)  # recording resumes after the value is produced
 
     def _program_for(self, graph: Graph, reason: str) -> Program:
-        key = graph.key()
         slot = self._slot
+        # the same ops as last time at this place (node equality, cheap) -> the same key;
+        # equal-valued numbers of another type (2 and 2.0) leave every node's dtype, and
+        # so the result, the same
+        last = self._last_graph.get(slot)
+        if last is not None and last[0] == graph.nodes and last[1] == graph.inputs \
+                and last[2] == graph.outputs:
+            key = last[3]
+        else:
+            key = graph.key()
+        self._last_graph[slot] = (graph.nodes, graph.inputs, graph.outputs, key)
         self._slot += 1
         seen = self.slot_keys.setdefault(slot, [])
         prog = self.programs.get(key)

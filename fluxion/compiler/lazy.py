@@ -335,22 +335,30 @@ _ELEMENTWISE = frozenset({"unary", "binary", "ternary"})
 
 
 def _same_shape_rule(op: Op, arrays: list) -> tuple[Any, Any]:
-    """The elementwise shape rule's answer when every operand is an array of one shape
-    and dtype (most ops of a model): no broadcasting or promotion to work out. (None,
-    None) otherwise."""
-    first = arrays[0]
-    if op.shape_rule is not None or not isinstance(first, (LazyArray, np.ndarray)):
+    """The elementwise shape rule's answer when every array operand has one shape and
+    dtype and any Python numbers meet a float array (most ops of a model): nothing to
+    broadcast, and NumPy's weak scalars keep the array's dtype. (None, None) otherwise."""
+    if op.shape_rule is not None or op.kind == "ternary":  # where: its condition's dtype
         return None, None
-    shape, dtype = first.shape, first.dtype
-    for a in arrays[1:]:
-        if type(a) not in (LazyArray, np.ndarray) or a.shape != shape or a.dtype != dtype:
+    shape = dtype = None
+    scalars = False
+    for a in arrays:
+        t = type(a)
+        if t is LazyArray or t is np.ndarray:
+            if shape is None:
+                shape, dtype = a.shape, a.dtype
+            elif a.shape != shape or a.dtype != dtype:
+                return None, None
+        elif t is float or t is int or t is bool:
+            scalars = True
+        else:
             return None, None
+    if shape is None or (scalars and dtype.kind != "f"):
+        return None, None
     rule = op.dtype_rule
     if rule == "bool":
         return shape, _BOOL
     if rule in ("same", "promote") or (rule == "float" and dtype.kind == "f"):
-        if op.kind == "ternary":  # where: the condition's dtype is not the result's
-            return None, None
         return shape, dtype
     return None, None
 
