@@ -54,7 +54,15 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as TF
-from ops import LoadMeter, QuietGate, align_threads, machine_facts, quiesce
+from ops import (
+    OPENBLAS_FORCED,
+    LoadMeter,
+    QuietGate,
+    align_threads,
+    machine_facts,
+    quiesce,
+    without_forced_core,
+)
 from torch import nn as tnn
 
 import fluxion
@@ -64,7 +72,6 @@ from fluxion.train.models import GPT, MNISTNet
 
 STEP_GOAL = 1.5  # fluxion/torch step-time ratio goal
 THREAD_VARS = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
-OPENBLAS_FORCED = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
 MNIST_MEAN, MNIST_STD = 0.1307, 0.3081
 GPT_VOCAB = 95  # the size of `fluxion train charlm`'s character vocabulary
 BUSY_MACHINE_CORES = 0.25  # others' average CPU use above which the run is flagged
@@ -77,15 +84,13 @@ def ensure_thread_env(threads: int, argv: Sequence[str], script: str = __file__)
     """Re-execute ``script`` with the BLAS/OpenMP thread variables set to ``threads``.
 
     They are read once, when the libraries load, so a running process cannot change them.
-    ``OPENBLAS_CORETYPE``/``OPENBLAS_L2_SIZE`` go too: some machines set them to keep old
-    OpenBLAS builds off newer CPUs' kernels, which makes a current NumPy's products up to
-    1.8x slower than it is (the machine facts print the core it then runs).
+    ``OPENBLAS_CORETYPE``/``OPENBLAS_L2_SIZE`` go too (``ops.OPENBLAS_FORCED``).
     """
     want = str(threads)
     if all(os.environ.get(v) == want for v in THREAD_VARS) \
             and not any(v in os.environ for v in OPENBLAS_FORCED):
         return
-    env = {k: v for k, v in os.environ.items() if k not in OPENBLAS_FORCED}
+    env = without_forced_core(dict(os.environ))
     env.update(dict.fromkeys(THREAD_VARS, want))
     sys.stdout.flush()
     sys.stderr.flush()
