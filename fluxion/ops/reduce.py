@@ -212,3 +212,22 @@ def _sorted_grad(n, g):
 
 
 sort.backward = topk.backward = _sorted_grad
+
+
+# --- shape rules (capture uses them instead of running the kernel on a dummy) -------------
+def _along(specs, dim, keepdim=False, size=None):
+    """The shape after reducing (or, with ``size``, resizing) dimension ``dim``."""
+    shape = specs[0].shape
+    if not shape:
+        return (), specs[0].dtype
+    d = dim % len(shape)
+    if size is not None:
+        return (*shape[:d], size, *shape[d + 1:]), specs[0].dtype
+    kept = (1,) if keepdim else ()
+    return (*shape[:d], *kept, *shape[d + 1:]), specs[0].dtype
+
+
+max_dim.shape_rule = min_dim.shape_rule = lambda specs, dim, keepdim=False: _along(
+    specs, dim, keepdim)
+sort.shape_rule = lambda specs, **_: (specs[0].shape, specs[0].dtype)
+topk.shape_rule = lambda specs, k, dim=-1, **_: _along(specs, dim, size=k)
