@@ -181,3 +181,28 @@ def test_entry_reaches_its_ops(e: OpEntry, monkeypatch: pytest.MonkeyPatch) -> N
 
 def test_floats_tolerances_cover_dtypes() -> None:
     assert set(FLOATS) == set(FWD_TOL) == set(GRAD_TOL)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64", "int64"])
+def test_max_min_along_a_short_axis_match_numpy_and_torch(dtype: str) -> None:
+    """max/min/argmax(dim) over a short axis that is not the last (a max-pool window, large
+    enough for the slice-wise kernel): NumPy's first-extreme indices, NaN winning, and
+    PyTorch's values; gradients reach the element the index names."""
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(0)
+    a = rng.integers(-2, 3, (64, 10, 4, 36)).astype(dtype)  # many ties
+    if a.dtype.kind == "f":
+        a[rng.random(a.shape) < 0.02] = np.nan
+    x, t = fluxion.from_numpy(a), torch.from_numpy(a)
+    for f_name, np_arg in (("max", np.argmax), ("min", np.argmin)):
+        vals, idx = getattr(x, f_name)(dim=2)
+        np.testing.assert_array_equal(idx.numpy(), np_arg(a, axis=2))
+        np.testing.assert_array_equal(vals.numpy(), getattr(t, f_name)(dim=2).values.numpy())
+    np.testing.assert_array_equal(x.argmax(dim=1).numpy(), np.argmax(a, axis=1))
+    if a.dtype.kind == "f":
+        xg = fluxion.tensor(np.nan_to_num(a), requires_grad=True)
+        vals, idx = xg.max(dim=2)
+        vals.sum().backward()
+        want = np.zeros_like(a)
+        np.put_along_axis(want, np.expand_dims(idx.numpy(), 2), 1, axis=2)
+        np.testing.assert_array_equal(xg.grad.numpy(), want)

@@ -18,7 +18,11 @@ from fluxion.ops.registry import OPS
 
 
 def c_strides(shape: tuple[int, ...]) -> tuple[int, ...]:
-    """Element strides of a C-contiguous array of ``shape``."""
+    """Element strides of a C-contiguous array of ``shape``.
+
+    >>> c_strides((2, 3, 4))
+    (12, 4, 1)
+    """
     out, acc = [], 1
     for n in reversed(shape):
         out.append(acc)
@@ -33,14 +37,24 @@ def probe(shape: tuple[int, ...], estrides: tuple[int, ...]) -> np.ndarray:
 
 def normalized(shape: tuple[int, ...], estrides: tuple[int, ...]) -> tuple[int, ...]:
     """Strides with those of length-1 dimensions zeroed (they never move the index, and
-    NumPy gives them arbitrary values), so equal layouts compare equal."""
+    NumPy gives them arbitrary values), so equal layouts compare equal.
+
+    >>> normalized((2, 1, 3), (3, 99, 1))
+    (3, 0, 1)
+    """
     return tuple(0 if n == 1 else s for n, s in zip(shape, estrides))
 
 
 def view_layout(op_name: str, shape: tuple[int, ...], estrides: tuple[int, ...],
                 attrs: dict) -> tuple[tuple[int, ...], bool]:
     """Element strides of a view op's result on a source with this layout, and whether it
-    is a view at all (a reshape that no view can express copies, as NumPy's does)."""
+    is a view at all (a reshape that no view can express copies, as NumPy's does).
+
+    >>> view_layout("permute", (2, 3), (3, 1), {"dims": (1, 0)})
+    ((1, 3), True)
+    >>> view_layout("reshape", (3, 2), (1, 3), {"shape": (6,)})  # a transpose, flattened
+    ((1,), False)
+    """
     src = probe(shape, estrides)
     if op_name == "reshape":
         try:
@@ -54,7 +68,15 @@ def view_layout(op_name: str, shape: tuple[int, ...], estrides: tuple[int, ...],
 
 def plan(graph: Graph) -> dict[Ref, tuple[int, ...]]:
     """The element strides of every node's result (graph inputs and constants are
-    contiguous and not listed)."""
+    contiguous and not listed).
+
+    >>> from fluxion.compiler.graph import GNode
+    >>> f32 = np.dtype("float32")
+    >>> g = Graph([((2, 3), f32)], [GNode("permute", (("in", 0),), {"dims": (1, 0)},
+    ...                                   (3, 2), f32)], [("n", 0)])
+    >>> plan(g)
+    {('n', 0): (1, 3)}
+    """
     out: dict[Ref, tuple[int, ...]] = {}
     for i, n in enumerate(graph.nodes):
         op = OPS[n.op]
@@ -68,8 +90,3 @@ def plan(graph: Graph) -> dict[Ref, tuple[int, ...]]:
         else:
             out[("n", i)] = c_strides(n.shape)
     return out
-
-
-def layout_of(graph: Graph, planned: dict[Ref, tuple[int, ...]], ref: Ref) -> tuple[int, ...]:
-    """The planned element strides of any value."""
-    return planned.get(ref) or c_strides(graph.spec(ref)[0])

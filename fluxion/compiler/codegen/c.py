@@ -54,7 +54,13 @@ def _literal(v: Any, ctype: str) -> str:
 
 def broadcast_strides(in_shape: tuple[int, ...], estrides: tuple[int, ...],
                       out_shape: tuple[int, ...]) -> tuple[int, ...]:
-    """An input's element strides in the output's index space (0 where it broadcasts)."""
+    """An input's element strides in the output's index space (0 where it broadcasts).
+
+    >>> broadcast_strides((3,), (1,), (2, 3))
+    (0, 1)
+    >>> broadcast_strides((2, 1), (1, 1), (2, 3))
+    (1, 0)
+    """
     lead = len(out_shape) - len(in_shape)
     return tuple(0 if d < lead or in_shape[d - lead] == 1 else estrides[d - lead]
                  for d in range(len(out_shape)))
@@ -64,7 +70,13 @@ def loop_nest(shape: tuple[int, ...], operands: list[tuple[int, ...]]
               ) -> tuple[tuple[int, ...], list[tuple[int, ...]]]:
     """The fewest loops that walk ``shape``: length-1 dimensions dropped and neighbours
     merged wherever every operand (element strides per dimension) steps through them as
-    through one, so contiguous and broadcast operands leave a flat inner loop."""
+    through one, so contiguous and broadcast operands leave a flat inner loop.
+
+    >>> loop_nest((2, 3, 4), [(12, 4, 1), (12, 4, 1)])  # contiguous: one loop
+    ((24,), [(1,), (1,)])
+    >>> loop_nest((2, 3, 4), [(12, 4, 1), (0, 0, 1)])  # a row broadcast: two
+    ((6, 4), [(4, 1), (0, 1)])
+    """
     dims = [d for d in range(len(shape)) if shape[d] != 1]
     ext = [shape[d] for d in dims]
     st = [[s[d] for d in dims] for s in operands]
