@@ -25,11 +25,13 @@ _FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
 
 @dataclass
 class Kernel:
-    """A fused elementwise group: ``nodes`` in order, the last one is the output."""
+    """A fused elementwise group: ``nodes`` in order, the last one is the output; or, with
+    ``template``, one library op emitted as C (``codegen.templates``)."""
 
     name: str
     nodes: list[int]
     inputs: list[tuple] = field(default_factory=list)  # external values read
+    template: bool = False
 
     @property
     def root(self) -> int:

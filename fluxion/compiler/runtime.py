@@ -15,6 +15,7 @@ import numpy as np
 from fluxion.compiler import cache, layout
 from fluxion.compiler.codegen import c as c_codegen
 from fluxion.compiler.codegen import numpy as np_codegen
+from fluxion.compiler.codegen import templates
 from fluxion.compiler.config import config
 from fluxion.compiler.fusion import Kernel, fuse
 from fluxion.compiler.graph import Graph
@@ -118,7 +119,8 @@ class Program:
         """Where kernel k writes: the in-place target when safe, a reused scratch buffer
         for a value that never leaves the graph, else fresh memory."""
         root = self.graph.nodes[k.root]
-        target = self._targets.get(("n", k.root))
+        # a template reads each input many times over: never into an input's memory
+        target = None if k.template else self._targets.get(("n", k.root))
         if target is not None and target.shape == root.shape and target.dtype == root.dtype \
                 and target.flags.c_contiguous and target.flags.writeable \
                 and not self._overlaps_later_read(target, step) \
@@ -137,8 +139,7 @@ class Program:
                 return prev
             out = self._recycle[k.root] = np.empty(root.shape, root.dtype)
             return out
-        free = self._pool.get((root.shape, root.dtype))
-        return free.pop() if free else np.empty(root.shape, root.dtype)
+        return self._fresh(root.shape, root.dtype)
 
     def _release(self, v: Any) -> None:
         """Pool an intermediate after its last read when nothing else refers to it (no
@@ -176,14 +177,31 @@ class Program:
                     pass
                 elif contiguous:
                     a = np.ascontiguousarray(a, dtype=d)
+                elif k.template:
+                    return self._library_value(k.root, env)
                 else:
                     return self._numpy_kernel(k)(*[env[r] for r in k.inputs])
             keep.append(a)
             args.append(_address(a))
         out = self._out_buffer(k, step, keep)
         args.append(_address(out))
-        fn(*args)
+        if not k.template:
+            fn(*args)
+            return out
+        aux = [self._fresh(s, d) for s, d in self.graph.nodes[k.root].aux]
+        if fn(*args, *map(_address, aux)):  # an input the C leaves to NumPy (its error)
+            return self._library_value(k.root, env)
+        for j, a in enumerate(aux):
+            env[("aux", k.root, j)] = a
         return out
+
+    def _library_value(self, i: int, env: dict) -> np.ndarray:
+        self._run_library(i, env)
+        return env[("n", i)]
+
+    def _fresh(self, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
+        free = self._pool.get((shape, dtype))
+        return free.pop() if free else np.empty(shape, dtype)
 
     def _numpy_kernel(self, k: Kernel) -> Any:
         fn = self._np_fns.get(k.name)
@@ -260,10 +278,15 @@ def build_program(graph: Graph, backend: str = "auto") -> Program:
     times["passes"] = time.perf_counter() - t
     t = time.perf_counter()
     kernels, schedule = fuse(opt)
+    use_c = backend in ("auto", "c") and cache.c_available()
+    if use_c:  # library ops with a C template become kernels of their own
+        roots = {k.root for k in kernels}
+        for i in schedule:
+            refs = None if i in roots else templates.template_for(opt, i)
+            if refs is not None:
+                kernels.append(Kernel(f"lib_{i}", [i], refs, template=True))
+        use_c = bool(kernels)
     times["fusion"] = time.perf_counter() - t
-    use_c = backend in ("auto", "c") and bool(kernels) and cache.c_available()
-    if backend == "numpy":
-        use_c = False
     t = time.perf_counter()
     prog = Program(opt, kernels, schedule, "c" if use_c else "numpy", "", trace, times)
     if use_c:
@@ -281,7 +304,7 @@ def build_program(graph: Graph, backend: str = "auto") -> Program:
             prog._sizes[k.name] = int(np.prod(opt.nodes[k.root].shape))
         bodies = c_codegen.render_bodies(opt, kernels, views)
         names = {k: cache.function_name(b) for k, b in bodies.items()}
-        functions = {names[k]: b.replace("void @(", f"void {names[k]}(", 1)
+        functions = {names[k]: b.replace(" @(", f" {names[k]}(", 1)
                      for k, b in bodies.items()}
         index = "".join(f"/* {k.name}: {names[k.name]} */\n" for k in kernels)
         prog.source = c_codegen.HEADER + index + "\n".join(functions.values())
@@ -293,8 +316,9 @@ def build_program(graph: Graph, backend: str = "auto") -> Program:
         prog.library = ", ".join(sorted({lib._name for lib in libs.values()}))
         for k in kernels:
             fn = getattr(libs[names[k.name]], names[k.name])
-            fn.argtypes = [ctypes.c_int64] + [ctypes.c_void_p] * (len(k.inputs) + 1)
-            fn.restype = None
+            n_out = 1 + len(opt.nodes[k.root].aux)
+            fn.argtypes = [ctypes.c_int64] + [ctypes.c_void_p] * (len(k.inputs) + n_out)
+            fn.restype = ctypes.c_int64 if k.template else None
             prog._fns[k.name] = fn
     else:
         prog.source = np_codegen.render(opt, kernels)
@@ -316,7 +340,7 @@ def build_program(graph: Graph, backend: str = "auto") -> Program:
     prog._steps = [(i, roots.get(i), prog._free_at.get(step, []))
                    for step, i in enumerate(schedule)]
     for i in schedule:
-        if i not in roots:
+        if i not in roots or roots[i].template:  # templates fall back to the library call
             n = opt.nodes[i]
             refs = [is_ref(a) for a in n.args]
             # nested operands (cat's list) or values inside attributes: the general path

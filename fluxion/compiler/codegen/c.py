@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 
+from fluxion.compiler.codegen import templates
 from fluxion.compiler.fusion import Kernel
 from fluxion.compiler.graph import Graph
 from fluxion.compiler.layout import c_strides
@@ -163,15 +164,39 @@ def render_kernel(graph: Graph, k: Kernel,
     return "\n".join([*lines, "}"]) + "\n"
 
 
+def render_template(graph: Graph, k: Kernel,
+                    layouts: dict[Any, tuple[int, ...]] | None = None) -> str:
+    """C source of a library op's kernel (``templates``): ``int64_t name(int64_t n,
+    inputs..., outputs...)``, returning nonzero for inputs the C leaves to NumPy."""
+    node = graph.nodes[k.root]
+    ctype = CTYPE[node.dtype]
+    params = ["int64_t n"]
+    ins = []
+    for j, r in enumerate(k.inputs):
+        shape, dtype = graph.spec(r)
+        params.append(f"const {'int64_t' if dtype.kind == 'i' else CTYPE[dtype]}* restrict in{j}")
+        ins.append((shape, (layouts or {}).get(r) or c_strides(shape)))
+    params.append(f"{ctype}* restrict out0")
+    params += [f"int64_t* restrict out{j + 1}" for j in range(len(node.aux))]
+    body = templates.render(node, ins, ctype)
+    return f"int64_t {k.name}({', '.join(params)}) {{\n  (void)n;\n{body}\n}}\n"
+
+
+def render_function(graph: Graph, k: Kernel,
+                    layouts: dict[Any, tuple[int, ...]] | None = None) -> str:
+    """The C function of a kernel, fused or templated."""
+    return (render_template if k.template else render_kernel)(graph, k, layouts)
+
+
 def render(graph: Graph, kernels: list[Kernel],
            layouts: dict[Any, tuple[int, ...]] | None = None) -> str:
     """The C source of all kernels of a graph, each under its kernel name."""
-    return HEADER + "\n".join(render_kernel(graph, k, layouts) for k in kernels)
+    return HEADER + "\n".join(render_function(graph, k, layouts) for k in kernels)
 
 
 def render_bodies(graph: Graph, kernels: list[Kernel],
                   layouts: dict[Any, tuple[int, ...]] | None = None) -> dict[str, str]:
     """Each kernel's function with ``@`` for its name: equal bodies (a model's repeated
     layers) are one function, and the body is what the kernel cache is keyed by."""
-    return {k.name: render_kernel(graph, k, layouts).replace(f"void {k.name}(", "void @(", 1)
+    return {k.name: render_function(graph, k, layouts).replace(f" {k.name}(", " @(", 1)
             for k in kernels}

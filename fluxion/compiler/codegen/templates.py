@@ -1,0 +1,277 @@
+"""C kernels for library ops that are not elementwise: convolution's ``unfold``/``fold``
+(im2col/col2im), ``max_dim``/``min_dim`` (max-pooling's windows) and ``scatter`` (their
+gradient). NumPy runs each of these as several passes with Python in between (fold adds
+one strided slice per kernel tap); in C each is one pass over its output with the sizes
+and the inputs' strides written in, so the compiler emits them instead of calling the
+op table's NumPy kernel. Results are bit-identical to that kernel: the same additions in
+the same order, the same first extreme (NaN included).
+
+A template renders the body of ``int64_t fn(int64_t n, const T* in0, ..., out0, ...)``:
+``in_j`` are the node's array operands in ``Template.operands`` order, read through their
+element strides; outputs are C-contiguous (the main value, then any aux outputs). The
+function returns 0, or nonzero when an input is one the C does not handle (an index out
+of range): the runtime then calls the NumPy kernel, which raises the user-facing error."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from fluxion.compiler.graph import GNode, Ref
+
+Layout = tuple[tuple[int, ...], tuple[int, ...]]  # (shape, element strides)
+_FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
+_INT64 = np.dtype(np.int64)
+
+
+@dataclass(frozen=True)
+class Template:
+    """How to emit one op as a C function."""
+
+    # the node's array operands, in the order the C receives them (None: not handled)
+    operands: Callable[[GNode], list[Ref] | None]
+    # (operand layouts, output shapes, C type of the values, attrs) -> the function body
+    render: Callable[..., str]
+
+
+def _prod(xs: Any) -> int:
+    out = 1
+    for x in xs:
+        out *= int(x)
+    return out
+
+
+def _parallel(work: int) -> str:
+    from fluxion.compiler.codegen.c import PARALLEL_MIN
+
+    return f"#pragma omp parallel for if ({work} > {PARALLEL_MIN})"
+
+
+def _walk(shape: tuple[int, ...], strides: tuple[int, ...], var: str,
+          indent: str) -> tuple[list[str], list[str], str]:
+    """Loops over ``shape`` (dims merged where the strides allow): the opening lines, the
+    closing lines, and the C expression of the element offset they reach."""
+    dims = [(e, s) for e, s in zip(shape, strides) if e != 1]
+    merged: list[list[int]] = []
+    for e, s in dims:
+        if merged and merged[-1][1] == s * e:
+            merged[-1] = [merged[-1][0] * e, s]
+        else:
+            merged.append([e, s])
+    opens, closes, terms = [], [], []
+    for d, (e, s) in enumerate(merged):
+        opens.append(f"{indent}{'  ' * d}for (int64_t {var}{d} = 0; {var}{d} < {e}; "
+                     f"{var}{d}++) {{")
+        closes.insert(0, f"{indent}{'  ' * d}}}")
+        terms.append(f"{var}{d}" if s == 1 else f"{var}{d} * {s}")
+    return opens, closes, " + ".join(terms) or "0"
+
+
+# --- unfold / fold (im2col / col2im) ------------------------------------------------------
+def _conv_geometry(h: int, w: int, kernel: tuple, stride: tuple,
+                   dilation: tuple) -> tuple[int, int]:
+    (kh, kw), (sh, sw), (dh, dw) = kernel, stride, dilation
+    return (h - (kh - 1) * dh - 1) // sh + 1, (w - (kw - 1) * dw - 1) // sw + 1
+
+
+def _unfold(ins: list[Layout], outs: list[tuple], ctype: str, kernel: tuple, stride: tuple,
+            dilation: tuple) -> str:
+    ((n, c, h, w), (s0, s1, s2, s3)), = ins
+    (kh, kw), (sh, sw), (dh, dw) = kernel, stride, dilation
+    oh, ow = _conv_geometry(h, w, kernel, stride, dilation)
+    plane = oh * ow
+    return f"""  {_parallel(n * c * kh * kw * plane)}
+  for (int64_t nc = 0; nc < {n * c}; nc++) {{
+    const {ctype}* src = in0 + (nc / {c}) * {s0} + (nc % {c}) * {s1};
+    {ctype}* dst = out0 + nc * {kh * kw * plane};
+    for (int64_t i = 0; i < {kh}; i++)
+      for (int64_t j = 0; j < {kw}; j++)
+        for (int64_t p = 0; p < {oh}; p++) {{
+          const {ctype}* row = src + (p * {sh} + i * {dh}) * {s2} + j * {dw * s3};
+          {ctype}* o = dst + (i * {kw} + j) * {plane} + p * {ow};
+          #pragma omp simd
+          for (int64_t q = 0; q < {ow}; q++) o[q] = row[q * {sw * s3}];
+        }}
+  }}
+  return 0;"""
+
+
+def _fold(ins: list[Layout], outs: list[tuple], ctype: str, size: tuple, kernel: tuple,
+          stride: tuple, dilation: tuple) -> str:
+    ((n, _ckk, _l), (s0, s1, s2)), = ins
+    (_, c, h, w), = outs
+    (kh, kw), (sh, sw), (dh, dw) = kernel, stride, dilation
+    oh, ow = _conv_geometry(h, w, kernel, stride, dilation)
+    # tiling windows (pooling's gradient): each column has its own place, so assign (as
+    # the NumPy kernel does); overlapping ones add tap by tap in the NumPy kernel's order
+    put = "=" if (sh, sw) == (kh, kw) and (dh, dw) == (1, 1) else "+="
+    return f"""  {_parallel(n * c * h * w)}
+  for (int64_t nc = 0; nc < {n * c}; nc++) {{
+    const {ctype}* src = in0 + (nc / {c}) * {s0} + (nc % {c}) * {kh * kw * s1};
+    {ctype}* dst = out0 + nc * {h * w};
+    for (int64_t e = 0; e < {h * w}; e++) dst[e] = 0;
+    for (int64_t i = 0; i < {kh}; i++)
+      for (int64_t j = 0; j < {kw}; j++)
+        for (int64_t p = 0; p < {oh}; p++) {{
+          const {ctype}* col = src + (i * {kw} + j) * {s1} + p * {ow * s2};
+          {ctype}* o = dst + (p * {sh} + i * {dh}) * {w} + j * {dw};
+          #pragma omp simd
+          for (int64_t q = 0; q < {ow}; q++) o[q * {sw}] {put} col[q * {s2}];
+        }}
+  }}
+  return 0;"""
+
+
+def _conv_operands(node: GNode) -> list[Ref] | None:
+    a = node.args[0]
+    return [a] if len(node.args) == 1 and isinstance(a, tuple) else None
+
+
+# --- max_dim / min_dim ----------------------------------------------------------------------
+def _extreme(largest: bool) -> Callable[..., str]:
+    # the first extreme wins; a NaN, once found, stays (NumPy's argmax/argmin): take v
+    # when the best so far is a number and v is not "no better" (v beyond it, or NaN)
+    worse = "<=" if largest else ">="
+
+    def render(ins: list[Layout], outs: list[tuple], ctype: str, dim: int,
+               keepdim: bool = False) -> str:
+        (shape, strides), = ins
+        d = dim % len(shape)
+        k, sd = shape[d], strides[d]
+        before = _prod(shape[:d])
+        after_shape, after_strides = shape[d + 1:], strides[d + 1:]
+        n_after = _prod(after_shape)
+        opens, closes, off = _walk(after_shape, after_strides, "a", "      ")
+        b_off = _offset_of("b", shape[:d], strides[:d])
+        # j = 0 starts each window; later slices take over where they are beyond
+        flat = len(opens) <= 1  # one loop: the output position is its counter
+        e = "a0" if flat else "e"
+
+        def sweep(first: bool) -> list[str]:
+            take = "" if first else \
+                f"        const int take = vo[{e}] == vo[{e}] && !(v {worse} vo[{e}]);"
+            update = [f"        vo[{e}] = v;", f"        io[{e}] = 0;"] if first else [
+                f"        vo[{e}] = take ? v : vo[{e}];", f"        io[{e}] = take ? j : io[{e}];"]
+            return [*([] if flat else ["      int64_t e = 0;"]),
+                    *(["      #pragma omp simd"] if len(opens) == 1 else []), *(opens or
+                      ["      { const int64_t a0 = 0;"]),
+                    f"        const {ctype} v = s[{off}];", *([take] if take else []),
+                    *update, *([] if flat else ["        e++;"]), *(closes or ["      }"])]
+
+        lines = [
+            f"  {_parallel(before * k * n_after)}",
+            f"  for (int64_t b = 0; b < {before}; b++) {{",
+            f"    const {ctype}* src = in0 + {b_off};",
+            f"    {ctype}* restrict vo = out0 + b * {n_after};",
+            f"    int64_t* restrict io = out1 + b * {n_after};",
+            "    {",
+            f"      const {ctype}* s = src;",
+            *sweep(True),
+            "    }",
+            f"    for (int64_t j = 1; j < {k}; j++) {{",
+            f"      const {ctype}* s = src + j * {sd};",
+            *sweep(False),
+            "    }",
+            "  }",
+            "  return 0;",
+        ]
+        return "\n".join(lines)
+
+    return render
+
+
+def _offset_of(var: str, shape: tuple[int, ...], strides: tuple[int, ...]) -> str:
+    """The element offset of flat index ``var`` over ``shape`` laid out with ``strides``."""
+    terms, inner = [], 1
+    for e, s in reversed(list(zip(shape, strides))):
+        if e != 1 and s:
+            idx = f"({var} / {inner})" if inner > 1 else var
+            terms.append(f"({idx} % {e}) * {s}" if inner * e < _prod(shape) else f"{idx} * {s}")
+        inner *= e
+    return " + ".join(reversed(terms)) or "0"
+
+
+def _reduce_operands(node: GNode) -> list[Ref] | None:
+    a = node.args[0]
+    return [a] if isinstance(a, tuple) else None
+
+
+# --- scatter ----------------------------------------------------------------------------
+def _scatter(ins: list[Layout], outs: list[tuple], ctype: str, dim: int, **_: Any) -> str:
+    (shape, a_st), (ishape, s_st), (_, i_st) = ins
+    d = dim % len(shape)
+    out_st = _c_strides(shape)
+    opens, closes, a_off = _walk(shape, a_st, "c", "  ")
+    # copy the base, then write each source element where its index says along ``dim``
+    copy = [*opens, f"  {'  ' * len(opens)}out0[e++] = in0[{a_off}];", *closes]
+    pos = [f"i{j}" for j in range(len(ishape))]
+    loops = [f"  {'  ' * j}for (int64_t i{j} = 0; i{j} < {e}; i{j}++) {{"
+             for j, e in enumerate(ishape)]
+    pad = "  " * (len(ishape) + 1)
+
+    def off(st: tuple[int, ...], skip: int | None = None) -> str:
+        return " + ".join(f"{p} * {s}" for j, (p, s) in enumerate(zip(pos, st))
+                          if j != skip and s) or "0"
+    body = [
+        f"{pad}int64_t t = in2[{off(i_st)}];",
+        f"{pad}if (t < 0) t += {shape[d]};",
+        f"{pad}if (t < 0 || t >= {shape[d]}) return 1;",
+        f"{pad}out0[{off(out_st, d)} + t * {out_st[d]}] = in1[{off(s_st)}];",
+    ]
+    closing = [f"  {'  ' * j}}}" for j in reversed(range(len(ishape)))]
+    return "\n".join(["  int64_t e = 0;", *copy, *loops, *body, *closing, "  return 0;"])
+
+
+def _c_strides(shape: tuple[int, ...]) -> tuple[int, ...]:
+    from fluxion.compiler.layout import c_strides
+
+    return c_strides(shape)
+
+
+def _scatter_operands(node: GNode) -> list[Ref] | None:
+    a, src = node.args[:2]
+    index = node.attrs.get("index")
+    if not (isinstance(a, tuple) and isinstance(src, tuple) and isinstance(index, tuple)):
+        return None
+    return [a, src, index]
+
+
+TEMPLATES: dict[str, Template] = {
+    "unfold": Template(_conv_operands, _unfold),
+    "fold": Template(_conv_operands, _fold),
+    "max_dim": Template(_reduce_operands, _extreme(True)),
+    "min_dim": Template(_reduce_operands, _extreme(False)),
+    "scatter": Template(_scatter_operands, _scatter),
+}
+
+
+def template_for(graph: Any, i: int) -> list[Ref] | None:
+    """The operands of node ``i`` if it is emitted from a template, else None: float32 or
+    float64 values (int64 indices), shapes the template handles."""
+    n = graph.nodes[i]
+    t = TEMPLATES.get(n.op)
+    if t is None or n.dtype not in _FLOATS:
+        return None
+    refs = t.operands(n)
+    if refs is None:
+        return None
+    specs = [graph.spec(r) for r in refs]
+    if any(d != n.dtype for _, d in specs[:2]) or any(0 in s for s, _ in specs):
+        return None
+    if n.op == "scatter" and (specs[2][1] != _INT64 or specs[1][0] != specs[2][0]
+                              or len(specs[0][0]) != len(specs[2][0])):
+        return None
+    if n.op in ("unfold", "fold") and len(specs[0][0]) != (4 if n.op == "unfold" else 3):
+        return None
+    if n.op in ("max_dim", "min_dim") and not specs[0][0]:
+        return None
+    return refs
+
+
+def render(node: GNode, layouts: list[Layout], ctype: str) -> str:
+    """The body of node's C function (see the module docstring)."""
+    outs = [node.shape, *(s for s, _ in node.aux)]
+    return TEMPLATES[node.op].render(layouts, outs, ctype, **node.attrs)

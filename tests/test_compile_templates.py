@@ -1,0 +1,180 @@
+"""The C templates for library ops (unfold, fold, max_dim/min_dim, scatter): compiled
+results are bit-identical to eager's NumPy kernels on contiguous and strided (in-graph view)
+inputs, NaN and ties included; the template really ran (the graph holds its kernel);
+inputs the C does not handle (an index out of range) raise eager's error; and gradients of
+convolution and max-pooling through them match eager and PyTorch."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import pytest
+
+import fluxion
+import fluxion.nn.functional as F
+from fluxion.compiler import cache, runtime
+
+HAVE_CC = cache.toolchain(fluxion.compiler.config.cc) is not None
+pytestmark = pytest.mark.skipif(not HAVE_CC, reason="no working C compiler (CC)")
+
+
+@pytest.fixture(autouse=True)
+def _hermetic_cache(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(fluxion.compiler.config, "cache_dir", str(tmp_path / "kernels"))
+
+
+def _templated_ops(cf: fluxion.compiler.CompiledFunction) -> set[str]:
+    return {p.graph.nodes[k.root].op for p in cf.last_programs for k in p.kernels
+            if k.template}
+
+
+def _same(got: Any, want: Any) -> None:
+    got = got if isinstance(got, tuple) else (got,)
+    want = want if isinstance(want, tuple) else (want,)
+    assert len(got) == len(want)
+    for g, w in zip(got, want):
+        g, w = g.numpy(), w.numpy()
+        assert g.dtype == w.dtype and g.shape == w.shape
+        assert np.array_equal(g, w, equal_nan=True), np.max(np.abs(g - w))
+        # bit-identical: signed zeros too
+        assert np.array_equal(np.signbit(g), np.signbit(w))
+
+
+def check(fn: Callable[..., Any], *args: Any, op: str) -> None:
+    cf = fluxion.compile(fn)
+    with pytest.MonkeyPatch.context() as mp:  # the C ran: no fallback to the NumPy kernel
+        mp.setattr(runtime.Program, "_library_value", _no_fallback)
+        _same(cf(*args), fn(*args))
+    assert op in _templated_ops(cf), f"{op} did not run as a C template"
+
+
+def _no_fallback(self: Any, i: int, env: dict) -> Any:
+    raise AssertionError(f"node %{i} ({self.graph.nodes[i].op}) fell back to NumPy")
+
+
+DTYPES = [np.float32, np.float64]
+LAYOUTS = {  # an in-graph view in front of the op: the template reads it through strides
+    "contiguous": lambda x: x,
+    "permuted": lambda x: x.permute(0, 1, 3, 2),
+    "sliced": lambda x: x[:, :, 1:, ::2],
+}
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("layout", list(LAYOUTS))
+@pytest.mark.parametrize("kernel,stride,dilation", [
+    (3, 1, 1), ((2, 3), (2, 1), 1), (2, 2, 1), (3, 2, 2), (1, 1, 1)])
+def test_unfold_matches_eager(dtype: Any, layout: str, kernel: Any, stride: Any,
+                              dilation: Any) -> None:
+    rng = np.random.default_rng(0)
+    x = fluxion.tensor(rng.standard_normal((2, 3, 9, 11)).astype(dtype))
+    view = LAYOUTS[layout]
+    check(lambda t: F.unfold(view(t * 1), kernel, dilation=dilation, stride=stride) + 0, x,
+          op="unfold")
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("kernel,stride,dilation", [
+    (3, 1, 1), ((2, 3), (2, 1), 1), (2, 2, 1), (3, 2, 2), (5, 1, 1)])
+def test_fold_matches_eager(dtype: Any, kernel: Any, stride: Any, dilation: Any) -> None:
+    rng = np.random.default_rng(1)
+    size = (12, 10)
+    k = (kernel, kernel) if isinstance(kernel, int) else kernel
+    s = (stride, stride) if isinstance(stride, int) else stride
+    d = (dilation, dilation) if isinstance(dilation, int) else dilation
+    blocks = [(size[i] - d[i] * (k[i] - 1) - 1) // s[i] + 1 for i in range(2)]
+    cols = rng.standard_normal((2, 4 * k[0] * k[1], blocks[0] * blocks[1])).astype(dtype)
+    cols[0, 0, :3] = -0.0  # a tiling fold assigns, so negative zeros survive
+    x = fluxion.tensor(cols)
+    check(lambda t: F.fold(t * 1, size, kernel, dilation=dilation, stride=stride), x,
+          op="fold")
+    # a transposed (strided) operand
+    xt = fluxion.tensor(np.ascontiguousarray(cols.transpose(0, 2, 1)))
+    check(lambda t: F.fold(t.transpose(1, 2) * 1, size, kernel, dilation=dilation,
+                           stride=stride), xt, op="fold")
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("largest", [True, False])
+@pytest.mark.parametrize("dim", [0, 1, 2, -1])
+@pytest.mark.parametrize("keepdim", [False, True])
+@pytest.mark.parametrize("layout", list(LAYOUTS))
+def test_max_min_dim_match_eager(dtype: Any, largest: bool, dim: int, keepdim: bool,
+                                 layout: str) -> None:
+    rng = np.random.default_rng(2)
+    a = rng.integers(-3, 4, (3, 4, 5, 6)).astype(dtype)  # small integers: many ties
+    a[0, 1, 2, 3] = np.nan
+    a[1, :, 0, 0] = np.nan  # a whole window of NaN
+    a[2, 0, 1, :] = -0.0
+    x = fluxion.tensor(a)
+    view = LAYOUTS[layout]
+    reduce = fluxion.max if largest else fluxion.min
+    check(lambda t: tuple(reduce(view(t * 1), dim=dim, keepdim=keepdim)), x,
+          op="max_dim" if largest else "min_dim")
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("dim", [0, 1, 2])
+def test_scatter_matches_eager(dtype: Any, dim: int) -> None:
+    rng = np.random.default_rng(3)
+    base = rng.standard_normal((4, 5, 6)).astype(dtype)
+    ishape = [3, 4, 5]
+    index = rng.integers(-base.shape[dim], base.shape[dim], ishape)  # negatives wrap
+    src = rng.standard_normal(ishape).astype(dtype)
+    b, i, s = fluxion.tensor(base), fluxion.tensor(index), fluxion.tensor(src)
+    check(lambda b, s: (b * 1).scatter(dim, i, s * 1), b, s, op="scatter")
+
+
+def test_scatter_index_out_of_range_raises_eagers_error() -> None:
+    b, s = fluxion.zeros(2, 3), fluxion.ones(2, 3)
+    i = fluxion.tensor([[0, 1, 2], [0, 3, 1]])
+    with pytest.raises(RuntimeError) as eager:
+        b.scatter(1, i, s)
+    cf = fluxion.compile(lambda b, s: (b * 1).scatter(1, i, s * 1))
+    with pytest.raises(RuntimeError) as compiled:
+        cf(b, s)
+    assert str(compiled.value) == str(eager.value)
+    assert "out of bounds" in str(compiled.value)
+
+
+@pytest.mark.parametrize("dtype", [fluxion.float32, fluxion.float64])
+def test_conv_and_max_pool_gradients_through_templates(dtype: Any) -> None:
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((3, 2, 14, 14))
+    w1 = rng.standard_normal((4, 2, 3, 3)) * 0.3
+    w2 = rng.standard_normal((3, 4, 3, 3)) * 0.3
+
+    def step(xt: Any, w1t: Any, w2t: Any, nn: Any = F) -> Any:
+        y = nn.max_pool2d(nn.conv2d(xt, w1t, padding=1), 2)
+        y = nn.max_pool2d(nn.relu(nn.conv2d(y, w2t)), 3, stride=2)
+        loss = (y * y).sum()
+        loss.backward()
+        return loss
+
+    def grads(fn: Callable[..., Any]) -> list[np.ndarray]:
+        ts = [fluxion.tensor(a, dtype=dtype, requires_grad=True) for a in (x, w1, w2)]
+        loss = fn(*ts)
+        return [loss.detach().numpy()] + [t.grad.numpy() for t in ts]
+
+    cf = fluxion.compile(step)
+    got, want = grads(cf), grads(step)
+    for g, e in zip(got, want):
+        np.testing.assert_array_equal(g, e)
+    assert {"unfold", "fold", "max_dim", "scatter"} <= _templated_ops(cf)
+    # and PyTorch, the oracle
+    ts = [torch.tensor(a, requires_grad=True) for a in (x, w1, w2)]
+    step(*ts, nn=torch.nn.functional)
+    tol = dict(rtol=1e-4, atol=1e-4) if dtype == fluxion.float32 else dict(rtol=1e-10)
+    for g, t in zip(got[1:], ts):
+        np.testing.assert_allclose(g, t.grad.numpy(), **tol)
+
+
+def test_template_source_is_explained() -> None:
+    x = fluxion.randn(2, 3, 8, 8)
+    report = fluxion.explain(lambda t: F.max_pool2d(t * 2, 2), x)
+    src = "\n".join(report.sources)
+    assert "int64_t* restrict out1" in src  # max_dim's indices
+    assert any("max_dim" in k for ks in report.kernels for k in ks)
