@@ -135,7 +135,12 @@ def test_op_backward_compiled_equals_eager(e: OpEntry, s: Sample) -> None:
     comp_leaves = fresh()
     compiled = fluxion.compile(loss)
     comp_total = compiled(comp_leaves, weights)
-    assert_same_outputs(comp_total, eager_total, TOL)
+    # the total adds up every output's weighted sum: it is as exact as the least precise
+    # of them (a float32 output's sum, rounded in another order, inside a float64 total)
+    least = max((str(o.dtype).removeprefix("fluxion.") for o in outs),
+                key=lambda d: TOL[d][0] if d in TOL else 0.0, default="float64")
+    total_tol = {d: max(t, TOL.get(least, t)) for d, t in TOL.items()}
+    assert_same_outputs(comp_total, eager_total, total_tol)
     for i, (c, g) in enumerate(zip(comp_leaves, eager_leaves)):
         if g.grad is None:
             assert c.grad is None, f"leaf {i}: compiled has a gradient, eager has none"
@@ -928,8 +933,8 @@ def test_verify_mode(monkeypatch: pytest.MonkeyPatch) -> None:
     assert prog.kernels
     name = prog.kernels[0].name
     good = prog._fns[name]
-    prog._fns[name] = lambda *a: good(*a) + 1.0  # sabotage the fused kernel
-    with pytest.raises(RuntimeError, match=r"verify: node %\d+ \((mul|exp)"):
+    prog._fns[name] = lambda *a: good(*a) + 1.0  # sabotage the fused mul -> exp -> sum
+    with pytest.raises(RuntimeError, match=r"verify: node %2 \(sum, float32\[\]\) differs"):
         compiled(x)
 
 

@@ -161,8 +161,10 @@ def test_conv_and_max_pool_gradients_through_templates(dtype: Any) -> None:
 
     cf = fluxion.compile(step)
     got, want = grads(cf), grads(step)
+    # the loss's fused sum rounds in its own order, so equal to the dtype's precision
+    close = dict(rtol=1e-5, atol=1e-6) if dtype == fluxion.float32 else dict(rtol=1e-12)
     for g, e in zip(got, want):
-        np.testing.assert_array_equal(g, e)
+        np.testing.assert_allclose(g, e, **close)
     assert {"unfold", "fold", "max_dim", "scatter"} <= _templated_ops(cf)
     # and PyTorch, the oracle
     ts = [torch.tensor(a, requires_grad=True) for a in (x, w1, w2)]

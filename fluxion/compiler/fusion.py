@@ -1,4 +1,5 @@
-"""Fusion: chains (trees) of elementwise ops become one kernel each.
+"""Fusion: chains (trees) of elementwise ops become one kernel each, and a sum takes in
+the elementwise kernel that feeds it.
 
 A node joins its consumer's kernel when both are elementwise with a C expression in the
 op table (GELU, a primitive for eager's sake, has one too), every reader of the producer is
@@ -58,6 +59,30 @@ def fusible(graph: Graph, i: int) -> bool:
     return n.dtype in _FLOATS or op.dtype_rule == "bool"
 
 
+def _fuse_sums(graph: Graph, kernels: list[Kernel], users: dict[int, list[int]],
+               outputs: set[int]) -> None:
+    """A float sum whose operand is an elementwise kernel that nothing else reads takes
+    that kernel in: the C evaluates the expression inside the reduction's loops and the
+    summand never goes to memory (a bias gradient's ``(g * mask).sum((0, 2, 3))``)."""
+    by_root = {k.root: k for k in kernels}
+    for i, n in enumerate(graph.nodes):
+        if n.op != "sum" or n.dtype not in _FLOATS or not n.args or not is_ref(n.args[0]):
+            continue
+        r = n.args[0]
+        k = by_root.get(r[1]) if r[0] == "n" else None
+        if k is None or r[1] in outputs or users[r[1]] != [i] \
+                or graph.spec(r)[1] != n.dtype:
+            continue
+        k.nodes.append(i)
+        del by_root[r[1]]
+        by_root[i] = k
+
+
+def is_reduction(graph: Graph, k: Kernel) -> bool:
+    """Whether kernel ``k`` ends in a sum (its producers evaluated inside the loops)."""
+    return not k.template and graph.nodes[k.root].op == "sum"
+
+
 def fuse(graph: Graph) -> tuple[list[Kernel], list[int]]:
     """Group the graph's nodes; returns the kernels and, in order, the schedule: each
     entry is a node index run as a library call or the root of a kernel."""
@@ -88,6 +113,7 @@ def fuse(graph: Graph) -> tuple[list[Kernel], list[int]]:
         for m in members:
             group_of[m] = k
     kernels = [k for k in kernels if k.nodes]
+    _fuse_sums(graph, kernels, users, outputs)
     for idx, k in enumerate(kernels):
         k.name = f"fused_{idx}"
         inside = set(k.nodes)

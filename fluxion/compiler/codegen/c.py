@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from fluxion.compiler.codegen import templates
-from fluxion.compiler.fusion import Kernel
+from fluxion.compiler.fusion import Kernel, is_reduction
 from fluxion.compiler.graph import Graph
 from fluxion.compiler.layout import c_strides
 from fluxion.compiler.passes.rewrite import is_ref
@@ -164,6 +164,78 @@ def render_kernel(graph: Graph, k: Kernel,
     return "\n".join([*lines, "}"]) + "\n"
 
 
+def _offset(parts: list[tuple[str, tuple[int, ...]]]) -> str:
+    """The element offset ``sum(var_d * stride_d)`` over loop variables with prefixes."""
+    terms = [f"{v}{d}" if s == 1 else f"{v}{d} * {s}" for v, st in parts
+             for d, s in enumerate(st) if s]
+    return " + ".join(terms) or "0"
+
+
+def render_reduction(graph: Graph, k: Kernel,
+                     layouts: dict[Any, tuple[int, ...]] | None = None) -> str:
+    """C source of a kernel that ends in a sum: the kept dimensions are the outer loops,
+    the reduced ones the inner loops, where the fused producers are evaluated and added
+    up in a double accumulator (so float32 loses less than NumPy's pairwise float32)."""
+    root = graph.nodes[k.root]
+    src = root.args[0]
+    shape = graph.spec(src)[0]
+    dims = root.attrs.get("dims")
+    reduced = set(range(len(shape))) if dims is None else {d % max(len(shape), 1)
+                                                           for d in dims}
+    kept_shape = tuple(e for d, e in enumerate(shape) if d not in reduced)
+    out_c = dict(zip([d for d in range(len(shape)) if d not in reduced],
+                     c_strides(kept_shape)))
+    params = ["int64_t n"]
+    operands = []
+    for j, r in enumerate(k.inputs):
+        ishape, dtype = graph.spec(r)
+        params.append(f"const {CTYPE[dtype]}* restrict in{j}")
+        own = (layouts or {}).get(r) or c_strides(ishape)
+        operands.append(broadcast_strides(ishape, own, shape))
+    params.append(f"{CTYPE[root.dtype]}* out")
+    kd = [d for d in range(len(shape)) if d not in reduced]
+    rd = sorted(reduced)
+    k_ext, k_st = loop_nest(tuple(shape[d] for d in kd),
+                            [tuple(out_c[d] for d in kd), *[tuple(o[d] for d in kd)
+                                                             for o in operands]])
+    r_ext, r_st = loop_nest(tuple(shape[d] for d in rd),
+                            [tuple(o[d] for d in rd) for o in operands])
+    names: dict[Any, str] = {r: f"x{j}" for j, r in enumerate(k.inputs)}
+    inner = [f"const {CTYPE[graph.spec(r)[1]]} x{j} = in{j}["
+             f"{_offset([('i', k_st[j + 1]), ('r', r_st[j])])}];"
+             for j, r in enumerate(k.inputs)]
+    for pos, m in enumerate(k.nodes[:-1]):
+        inner.append(f"const {CTYPE[graph.nodes[m].dtype]} t{pos} = "
+                     f"{_expr(graph, m, names)};")
+        names[("n", m)] = f"t{pos}"
+    inner.append(f"acc += {names[src]};")
+    lines = [f"void {k.name}({', '.join(params)}) {{"]
+    if k_ext:
+        lines.append(f"  #pragma omp parallel for if ({_prod_all(shape)} > {PARALLEL_MIN})")
+    pad = "  "
+    for d, e in enumerate(k_ext):
+        lines.append(f"{pad}for (int64_t i{d} = 0; i{d} < {e}; i{d}++) {{")
+        pad += "  "
+    lines.append(f"{pad}double acc = 0;")
+    closes = []
+    for d, e in enumerate(r_ext):
+        if d == len(r_ext) - 1:
+            lines.append(f"{pad}#pragma omp simd reduction(+:acc)")
+        lines.append(f"{pad}for (int64_t r{d} = 0; r{d} < {e}; r{d}++) {{")
+        closes.insert(0, f"{pad}}}")
+        pad += "  "
+    lines += [pad + x for x in inner]
+    lines += closes
+    pad = "  " * (len(k_ext) + 1)
+    lines.append(f"{pad}out[{_offset([('i', k_st[0])])}] = ({CTYPE[root.dtype]})acc;")
+    lines += ["  " * (d + 1) + "}" for d in reversed(range(len(k_ext)))]
+    return "\n".join([*lines, "}"]) + "\n"
+
+
+def _prod_all(shape: tuple[int, ...]) -> int:
+    return int(np.prod(shape, dtype=np.int64))
+
+
 def render_template(graph: Graph, k: Kernel,
                     layouts: dict[Any, tuple[int, ...]] | None = None) -> str:
     """C source of a library op's kernel (``templates``): ``int64_t name(int64_t n,
@@ -185,7 +257,9 @@ def render_template(graph: Graph, k: Kernel,
 def render_function(graph: Graph, k: Kernel,
                     layouts: dict[Any, tuple[int, ...]] | None = None) -> str:
     """The C function of a kernel, fused or templated."""
-    return (render_template if k.template else render_kernel)(graph, k, layouts)
+    if k.template:
+        return render_template(graph, k, layouts)
+    return (render_reduction if is_reduction(graph, k) else render_kernel)(graph, k, layouts)
 
 
 def render(graph: Graph, kernels: list[Kernel],
