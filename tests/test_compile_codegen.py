@@ -68,16 +68,44 @@ def test_c_exp_mul_fused() -> None:
     assert src.startswith("#include <stdint.h>\n#include <math.h>\n")
     assert "#pragma omp declare simd notinbranch\nfloat expf(float);" in src  # vector exp
     assert "#include <tgmath.h>\n" in src
-    assert src.count("void ") == 1  # one kernel for the chain
+    assert src.count("void fused_") == 1  # one kernel for the chain
     k = kernel_text(src)
     assert re.search(r"void fused_0\(int64_t n, const float\* restrict in0, "
                      r"const float\* restrict in1, float\*( restrict)? out\) \{", k), k
-    assert "for (int64_t i0 = 0; i0 < n; i0++) {" in k  # contiguous: one flat loop to n
+    # contiguous: flat loops to n; a large output's aligned middle is streamed in blocks
+    assert "for (int64_t i0 = 0; i0 < lo; i0++) {" in k
+    assert "for (int64_t i0 = hi; i0 < n; i0++) {" in k
+    assert "if (n * (int64_t)sizeof(float) >= 8388608) {" in k
+    assert "tmp[j] = t1;" in k and "fluxion_stream_ps(out + b, tmp, 1024);" in k
     assert "#pragma omp parallel for simd" in k
     assert "const float x0 = in0[i0];" in k and "const float x1 = in1[i0];" in k
     assert re.search(r"const float t0 = .*exp\(\(x0\)\)", k), k
     assert re.search(r"const float t1 = .*\(t0\) \* \(x1\)", k), k
     assert "out[i0] = t1;" in k
+
+
+@needs_cc
+@pytest.mark.parametrize("dtype", [F32, F64])
+@pytest.mark.parametrize("offset", [0, 1, 3])
+def test_streamed_large_output_is_exact(dtype: np.dtype, offset: int) -> None:
+    """Past 8 MiB the output's aligned middle is streamed: the head before the first
+    64-byte boundary, the blocks and the tail all hold exactly NumPy's a * b + a, whatever
+    the output's alignment (``offset`` elements into a buffer)."""
+    size = (8 << 20) // dtype.itemsize + 1000 + 7  # over the threshold, a ragged tail
+    g = Graph([((size,), dtype), ((size,), dtype)],
+              [node("mul", X, Y, sh=(size,), dt=dtype), node("add", n(0), X, sh=(size,),
+                                                            dt=dtype)], [n(1)])
+    prog = runtime.build_program(g, "c")
+    rng = np.random.default_rng(9)
+    a, b = (rng.standard_normal(size).astype(dtype) for _ in range(2))
+    buf = np.full(size + 8, -7.0, dtype)
+    out = buf[offset:offset + size]
+    (name,) = prog._fns
+    prog._fns[name](size, a.ctypes.data, b.ctypes.data, out.ctypes.data)
+    np.testing.assert_array_equal(out, a * b + a)
+    assert np.all(buf[:offset] == -7.0) and np.all(buf[offset + size:] == -7.0)
+    (got,) = prog.run([a, b])  # and through the runtime's own buffer
+    np.testing.assert_array_equal(got, a * b + a)
 
 
 def test_c_broadcast_add_loop_nest() -> None:
@@ -140,7 +168,7 @@ def test_c_reads_transposed_and_expanded_views_in_place() -> None:
                node("add", n(2), n(1), sh=(4, 3))], [n(3)])
     prog = runtime.build_program(g, "c")
     assert prog.backend == "c"
-    k = kernel_text(prog.source, prog.source.split("void ")[1].split("(")[0])
+    k = kernel_text(prog.source, "k_" + prog.source.split("void k_")[1].split("(")[0])
     assert "* 4" in k  # the transposed view: stride 4 along its rows
     rng = np.random.default_rng(0)
     a, b, c = (rng.standard_normal(s).astype(np.float32) for s in ((3, 4), (4, 3), (4, 1)))
@@ -163,7 +191,7 @@ def test_c_where_reads_a_bool_condition() -> None:
     g = Graph([((2, 3), BOOL), ((2, 3), F32), ((3,), F32)],
               [node("exp", Y), node("where", X, n(0), Z)], [n(1)])
     src = c_source(g)
-    assert src.count("void ") == 1
+    assert src.count("void fused_") == 1
     k = kernel_text(src)
     cond = re.search(r"const uint8_t\* restrict in(\d)", k)
     assert cond, k

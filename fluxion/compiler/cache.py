@@ -78,7 +78,9 @@ _LIBS: dict[str, ctypes.CDLL] = {}
 
 def function_name(body: str) -> str:
     """A kernel function's name: the hash of its code, toolchain, flags and CPU."""
-    return "k_" + key_for(body)[:20]
+    from fluxion.compiler.codegen.c import HEADER
+
+    return "k_" + key_for(HEADER + body)[:20]  # the helpers it may call are part of it
 
 
 def _compile(source: str, so_path: str) -> subprocess.Popen:

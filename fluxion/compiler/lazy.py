@@ -171,8 +171,11 @@ def user_location() -> str:
     return "<fluxion>"
 
 
-def _view_layout(op: Op, src: Any, attrs: dict) -> tuple[tuple[int, ...], bool]:
-    """Element strides of a view op's result, and whether it is a view at all."""
+def _view_layout(op: Op, src: Any, attrs: dict) -> tuple[tuple[int, ...] | None, bool]:
+    """Element strides of a view op's result (None: contiguous), and whether it is a view
+    at all."""
+    if op.name == "reshape" and type(src) is LazyArray and src._estrides is None:
+        return None, True  # contiguous stays contiguous (most reshapes of a model)
     estrides = src.estrides if isinstance(src, LazyArray) else \
         tuple(st // src.itemsize for st in src.strides)
     return view_layout(op.name, tuple(src.shape), estrides, attrs)
@@ -213,6 +216,9 @@ class Segment:
         return x
 
     def _attr(self, v: Any) -> Any:
+        t = type(v)
+        if t in _PLAIN or (t is tuple and all(type(x) is int for x in v)):
+            return v
         if isinstance(v, (np.ndarray, LazyArray)):
             return self._ref(v)
         if isinstance(v, tuple):
@@ -366,9 +372,15 @@ def _same_shape_rule(op: Op, arrays: list) -> tuple[Any, Any]:
 _BOOL = np.dtype(bool)
 
 
+_PLAIN = frozenset({int, float, bool, str, type(None)})
+
+
 def _attr_value(v: Any) -> Any:
     """Attributes for shape inference: a pending array stands in as zeros of its shape
     (shape rules never read values; realising here would split the graph)."""
+    t = type(v)
+    if t in _PLAIN or (t is tuple and all(type(x) is int for x in v)):
+        return v
     if isinstance(v, LazyArray):
         return v.value if v.value is not None else np.zeros(v.shape, v.dtype)
     if isinstance(v, tuple):

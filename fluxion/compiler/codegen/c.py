@@ -39,8 +39,35 @@ def _simd_declarations() -> str:
     return "\n".join([*lines, "#endif"]) + "\n"
 
 
+STREAM_MIN_BYTES = 8 << 20  # outputs this large are far beyond the caches: stream them
+STREAM_BLOCK = 1024  # elements computed into an L1 buffer, then streamed out
+
+
+def _stream_helpers() -> str:
+    """Non-temporal stores from an aligned L1 buffer: a large output goes straight to
+    memory instead of being read into the cache first (what makes ``memcpy`` fast)."""
+    lines = ["#include <immintrin.h>"]
+    for ctype, vec, width in (("float", "ps", 16), ("double", "pd", 8)):
+        lines += [
+            f"static inline void fluxion_stream_{vec}({ctype}* restrict dst, "
+            f"const {ctype}* restrict src, int64_t m) {{",
+            "#if defined(__AVX512F__)",
+            f"  for (int64_t i = 0; i < m; i += {width}) "
+            f"_mm512_stream_{vec}(dst + i, _mm512_load_{vec}(src + i));",
+            "#elif defined(__AVX__)",
+            f"  for (int64_t i = 0; i < m; i += {width // 2}) "
+            f"_mm256_stream_{vec}(dst + i, _mm256_load_{vec}(src + i));",
+            "#else",
+            "  for (int64_t i = 0; i < m; i++) dst[i] = src[i];",
+            "#endif",
+            "}"]
+    lines += ["static inline void fluxion_fence(void) {",
+              "#if defined(__AVX__)", "  _mm_sfence();", "#endif", "}"]
+    return "\n".join(lines) + "\n"
+
+
 HEADER = "#include <stdint.h>\n#include <math.h>\n" + _simd_declarations() + \
-    "#include <tgmath.h>\n"
+    "#include <tgmath.h>\n" + _stream_helpers()
 
 
 def _literal(v: Any, ctype: str) -> str:
@@ -150,9 +177,7 @@ def render_kernel(graph: Graph, k: Kernel,
     body.append(f"    out[{_index(strides[0])}] = t{len(k.nodes) - 1};")
     inner = "\n".join(loads + body)
     if len(ext) == 1:
-        return (f"void {k.name}({', '.join(params)}) {{\n"
-                f"  #pragma omp parallel for simd if (n > {PARALLEL_MIN})\n"
-                f"  for (int64_t i0 = 0; i0 < n; i0++) {{\n{inner}\n  }}\n}}\n")
+        return _flat_kernel(k.name, params, loads, body, CTYPE[root.dtype])
     lines = [f"void {k.name}({', '.join(params)}) {{",
              f"  #pragma omp parallel for if (n > {PARALLEL_MIN})"]
     for d, e in enumerate(ext):
@@ -260,6 +285,43 @@ def render_function(graph: Graph, k: Kernel,
     if k.template:
         return render_template(graph, k, layouts)
     return (render_reduction if is_reduction(graph, k) else render_kernel)(graph, k, layouts)
+
+
+def _flat_kernel(name: str, params: list[str], loads: list[str], body: list[str],
+                 ctype: str) -> str:
+    """A kernel whose operands all walk one flat loop to ``n``. Past STREAM_MIN_BYTES of
+    output, the aligned middle is computed block by block into an L1 buffer and streamed
+    to memory; the unaligned head and the tail take the plain loop."""
+    inner = "\n".join(loads + body)
+
+    def plain(lo: str, hi: str) -> list[str]:
+        size = "n" if lo == "0" and hi == "n" else f"{hi} - {lo}"
+        return [f"  #pragma omp parallel for simd if ({size} > {PARALLEL_MIN})",
+                f"  for (int64_t i0 = {lo}; i0 < {hi}; i0++) {{", inner, "  }"]
+
+    if ctype not in ("float", "double"):
+        return "\n".join([f"void {name}({', '.join(params)}) {{", *plain("0", "n"), "}"]) + "\n"
+    vec = "ps" if ctype == "float" else "pd"
+    blocked = ["    " + x.replace("out[i0]", "tmp[j]") for x in loads + body]
+    return "\n".join([
+        f"void {name}({', '.join(params)}) {{",
+        "  int64_t lo = n, hi = n;",
+        f"  if (n * (int64_t)sizeof({ctype}) >= {STREAM_MIN_BYTES}) {{",
+        f"    lo = (int64_t)(((64 - ((uintptr_t)out & 63)) & 63) / sizeof({ctype}));",
+        f"    hi = lo + (n - lo) / {STREAM_BLOCK} * {STREAM_BLOCK};",
+        f"    #pragma omp parallel for if (n > {PARALLEL_MIN})",
+        f"    for (int64_t b = lo; b < hi; b += {STREAM_BLOCK}) {{",
+        f"      {ctype} tmp[{STREAM_BLOCK}] __attribute__((aligned(64)));",
+        "      #pragma omp simd",
+        f"      for (int64_t j = 0; j < {STREAM_BLOCK}; j++) {{",
+        "        const int64_t i0 = b + j;",
+        *blocked,
+        "      }",
+        f"      fluxion_stream_{vec}(out + b, tmp, {STREAM_BLOCK});",
+        "    }",
+        "    fluxion_fence();",
+        "  }",
+        *plain("0", "lo"), *plain("hi", "n"), "}"]) + "\n"
 
 
 def render(graph: Graph, kernels: list[Kernel],
