@@ -103,10 +103,11 @@ def test_op_forward_compiled_equals_eager(e: OpEntry, s: Sample) -> None:
     assert compiled.stats.calls == 1
 
 
+@pytest.mark.parametrize("dynamic", [None, True], ids=["static", "dynamic"])
 @pytest.mark.parametrize("e, s", GRAD)
-def test_op_backward_compiled_equals_eager(e: OpEntry, s: Sample) -> None:
+def test_op_backward_compiled_equals_eager(e: OpEntry, s: Sample, dynamic: bool | None) -> None:
     """``(fn(x) * w).sum().backward()`` inside the compiled function: the leaves' .grad
-    equal eager's."""
+    equal eager's, with sizes written into the kernels and read at run time."""
     _, _, probe_leaves = build(fluxion, s, True)
     rng = np.random.default_rng(0)
 
@@ -133,7 +134,7 @@ def test_op_backward_compiled_equals_eager(e: OpEntry, s: Sample) -> None:
     eager_leaves = fresh()
     eager_total = loss(eager_leaves, weights)
     comp_leaves = fresh()
-    compiled = fluxion.compile(loss)
+    compiled = fluxion.compile(loss, dynamic=dynamic)
     comp_total = compiled(comp_leaves, weights)
     # the total adds up every output's weighted sum: it is as exact as the least precise
     # of them (a float32 output's sum, rounded in another order, inside a float64 total)

@@ -22,10 +22,13 @@ class GraphBreakError(RuntimeError):
 
 @dataclass
 class Recompile:
-    """A new graph for a function that already had one, and what differed."""
+    """A new graph for a function that already had one, and what differed.
+    ``sizes_only``: only sizes changed and the kernels read sizes at run time, so the
+    compiled functions were reused (such a change does not count toward the limit)."""
 
     reason: str
     graph_index: int
+    sizes_only: bool = False
 
 
 @dataclass
@@ -55,6 +58,27 @@ def _strip_literals(key: tuple) -> tuple:
                      else a for a in args[1])
 
     return (inputs, tuple((n[0], blank(n[1]), *n[2:]) for n in nodes), outputs, consts)
+
+
+def _strip_sizes(key: tuple) -> tuple:
+    """A graph key with every size blanked: input and node shapes keep only their rank,
+    integers in arguments and attributes (reshape targets, slice bounds) become '#'."""
+    inputs, nodes, outputs, consts = key
+
+    def blank(v: Any) -> Any:
+        if isinstance(v, tuple):
+            if len(v) == 2 and v[0] == "ints":
+                return ("ints", len(v[1]))
+            if len(v) == 2 and v[0] == "int":
+                return "#"
+            if v and v[0] == "slice":
+                return ("slice", *("#" if isinstance(x, int) else x for x in v[1:]))
+            return tuple(blank(x) for x in v)
+        return v
+
+    return (tuple((len(shape), d) for shape, d in inputs),
+            tuple((n[0], blank(n[1]), blank(n[2]), len(n[3]), n[4]) for n in nodes),
+            outputs, consts)
 
 
 def _thaw(v: Any) -> Any:
@@ -115,6 +139,8 @@ class CompiledFunction:
         self.last_programs: list[Program] = []
         self._warned_limit = False
         self.lift_scalars = dynamic is True  # Python scalars as inputs, not constants
+        self.dynamic_sizes = dynamic is True  # kernels read sizes at run time
+        self._structural: dict[int, int] = {}  # slot -> recompiles that were not sizes
         functools.update_wrapper(self, fn)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
@@ -190,10 +216,16 @@ class CompiledFunction:
         self._last_graph[slot] = (graph.nodes, graph.inputs, graph.outputs, key)
         self._slot += 1
         seen = self.slot_keys.setdefault(slot, [])
+        sizes_only = bool(seen) and key not in seen and \
+            _strip_sizes(seen[-1]) == _strip_sizes(key)
+        if sizes_only and dynamic_ok(self.dynamic):
+            # shapes changed: from now on kernels take their sizes at run time, so the
+            # next batch size reuses them (torch.compile's automatic dynamic shapes)
+            self.dynamic_sizes = True
         prog = self.programs.get(key)
         if prog is None:
             t = time.perf_counter()
-            prog = build_program(graph, self.backend)
+            prog = build_program(graph, self.backend, dynamic=self.dynamic_sizes)
             prog.times["total"] = time.perf_counter() - t
             self.programs[key] = prog
         if key not in seen:
@@ -204,8 +236,14 @@ class CompiledFunction:
                 self.lift_scalars = True
             if seen:
                 why = _describe_change(seen[-1], key)
-                self.stats.recompiles.append(Recompile(why, slot))
-                if len(seen) >= config.recompile_limit and not self._warned_limit:
+                # sizes alone, with kernels that already read sizes at run time: nothing
+                # compiled (a kernel-cache hit), so not a step toward the limit
+                reused = sizes_only and prog.cache_hit
+                self.stats.recompiles.append(Recompile(why, slot, reused))
+                if not reused:
+                    self._structural[slot] = self._structural.get(slot, 0) + 1
+                if self._structural.get(slot, 0) >= config.recompile_limit \
+                        and not self._warned_limit:
                     self._warned_limit = True
                     where = user_location()
                     file, _, line = where.rpartition(":")
@@ -325,7 +363,9 @@ class ExplainReport:
         lines += [f"  {g}" for g in self.guards]
         if self.recompiles:
             lines.append("Recompiles:")
-            lines += [f"  graph {r.graph_index}: {r.reason}" for r in self.recompiles]
+            lines += [f"  graph {r.graph_index}: {r.reason}"
+                      + (" (sizes only: the compiled kernels were reused)" if r.sizes_only
+                         else "") for r in self.recompiles]
         for i, (g, og, ks, src) in enumerate(zip(self.graphs, self.optimized_graphs,
                                                  self.kernels, self.sources)):
             lines += [f"--- graph {i} as captured ---", g, f"--- graph {i} optimised ---", og,
@@ -378,9 +418,10 @@ def explain(fn: Any, *args: Any, **kwargs: Any) -> ExplainReport:
     for i, p in enumerate(progs):
         g = p.captured  # type: ignore[attr-defined]
         specs = ", ".join(f"{d}{list(s)}" for s, d in g.inputs)
+        sizes = "sizes read at run time (dynamic)" if p._params else "sizes written in"
         guards.append(f"graph {i}: inputs ({specs}); {len(g.nodes)} ops with their Python "
-                      "constants; control flow and requires_grad/training are re-decided by "
-                      "running the Python each call")
+                      f"constants; kernels with {sizes}; control flow and "
+                      "requires_grad/training are re-decided by running the Python each call")
     report = ExplainReport(
         graph_count=len(progs),
         graph_break_count=len(cf.stats.breaks) - before_breaks,

@@ -46,7 +46,9 @@ class Program:
     _in_by_last_use: tuple[list[int], list[int]] = field(default_factory=lambda: ([], []))
     _expect: dict[str, list[tuple]] = field(default_factory=dict)  # kernel -> input layouts
     _np_fns: dict[str, Any] = field(default_factory=dict)
-    _sizes: dict[str, int] = field(default_factory=dict)
+    # each C kernel's leading arguments: n, then (dynamic kernels) the address of _params
+    _head: dict[str, list[int]] = field(default_factory=dict)
+    _params: dict[str, np.ndarray] = field(default_factory=dict)
     _scratch_ok: set[str] = field(default_factory=set)
     _scratch: dict[str, np.ndarray] = field(default_factory=dict)
     # freed intermediates nobody else holds, by (shape, dtype), for later kernel outputs
@@ -166,7 +168,7 @@ class Program:
         fn = self._fns[k.name]
         if self.backend == "numpy":
             return fn(*[env[r] for r in k.inputs])
-        args: list[Any] = [self._sizes[k.name]]
+        args: list[Any] = list(self._head[k.name])
         keep = []
         for r, (d, raw, norm, contiguous) in zip(k.inputs, self._expect[k.name]):
             a = env[r]
@@ -269,8 +271,10 @@ _FRESH = frozenset({
 })
 
 
-def build_program(graph: Graph, backend: str = "auto") -> Program:
-    """Optimise, fuse, generate code and load it: the whole pipeline for one graph."""
+def build_program(graph: Graph, backend: str = "auto", dynamic: bool = False) -> Program:
+    """Optimise, fuse, generate code and load it: the whole pipeline for one graph.
+    ``dynamic``: kernels read their sizes at run time (``codegen.c.Sizes``), so the same
+    graph at another batch size reuses the compiled functions."""
     times: dict[str, float] = {}
     t = time.perf_counter()
     trace: list[tuple[str, Graph]] = []
@@ -301,8 +305,15 @@ def build_program(graph: Graph, backend: str = "auto") -> Program:
                 raw = tuple(e * d.itemsize for e in est)
                 expect.append((d, raw, normalized(shape, raw), r not in views))
             prog._expect[k.name] = expect
-            prog._sizes[k.name] = int(np.prod(opt.nodes[k.root].shape))
-        bodies = c_codegen.render_bodies(opt, kernels, views)
+        rendered = c_codegen.render_bodies(opt, kernels, views, dynamic)
+        bodies = {k: b for k, (b, _) in rendered.items()}
+        for k in kernels:
+            values = rendered[k.name][1]
+            head: list[int] = [int(np.prod(opt.nodes[k.root].shape))]  # n
+            if values:  # a dynamic kernel's sizes, read through a pointer
+                prog._params[k.name] = arr = np.array(values, np.int64)
+                head.append(arr.ctypes.data)
+            prog._head[k.name] = head
         names = {k: cache.function_name(b) for k, b in bodies.items()}
         functions = {names[k]: b.replace(" @(", f" {names[k]}(", 1)
                      for k, b in bodies.items()}
@@ -317,7 +328,8 @@ def build_program(graph: Graph, backend: str = "auto") -> Program:
         for k in kernels:
             fn = getattr(libs[names[k.name]], names[k.name])
             n_out = 1 + len(opt.nodes[k.root].aux)
-            fn.argtypes = [ctypes.c_int64] + [ctypes.c_void_p] * (len(k.inputs) + n_out)
+            fn.argtypes = [ctypes.c_int64] + [ctypes.c_void_p] * (
+                len(prog._head[k.name]) - 1 + len(k.inputs) + n_out)
             fn.restype = ctypes.c_int64 if k.template else None
             prog._fns[k.name] = fn
     else:

@@ -6,7 +6,8 @@ and the inputs' strides written in, so the compiler emits them instead of callin
 op table's NumPy kernel. Results are bit-identical to that kernel: the same additions in
 the same order, the same first extreme (NaN included).
 
-A template renders the body of ``int64_t fn(int64_t n, const T* in0, ..., out0, ...)``:
+A template renders the body of ``int64_t fn(int64_t n, [sz,] const T* in0, ..., out0, ...)``
+(``sz``: the sizes a dynamic kernel reads at run time):
 ``in_j`` are the node's array operands in ``Template.operands`` order, read through their
 element strides; outputs are C-contiguous (the main value, then any aux outputs). The
 function returns 0, or nonzero when an input is one the C does not handle (an index out
@@ -16,11 +17,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from fluxion.compiler.graph import GNode, Ref
+
+if TYPE_CHECKING:
+    from fluxion.compiler.codegen.c import Sizes
 
 Layout = tuple[tuple[int, ...], tuple[int, ...]]  # (shape, element strides)
 _FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
@@ -44,14 +48,14 @@ def _prod(xs: Any) -> int:
     return out
 
 
-def _parallel(work: int) -> str:
+def _parallel(work: str) -> str:
     from fluxion.compiler.codegen.c import PARALLEL_MIN
 
     return f"#pragma omp parallel for if ({work} > {PARALLEL_MIN})"
 
 
-def _walk(shape: tuple[int, ...], strides: tuple[int, ...], var: str,
-          indent: str) -> tuple[list[str], list[str], str]:
+def _walk(shape: tuple[int, ...], strides: tuple[int, ...], var: str, indent: str,
+          sz: Sizes) -> tuple[list[str], list[str], str]:
     """Loops over ``shape`` (dims merged where the strides allow): the opening lines, the
     closing lines, and the C expression of the element offset they reach."""
     dims = [(e, s) for e, s in zip(shape, strides) if e != 1]
@@ -63,10 +67,11 @@ def _walk(shape: tuple[int, ...], strides: tuple[int, ...], var: str,
             merged.append([e, s])
     opens, closes, terms = [], [], []
     for d, (e, s) in enumerate(merged):
-        opens.append(f"{indent}{'  ' * d}for (int64_t {var}{d} = 0; {var}{d} < {e}; "
+        opens.append(f"{indent}{'  ' * d}for (int64_t {var}{d} = 0; {var}{d} < {sz(e)}; "
                      f"{var}{d}++) {{")
         closes.insert(0, f"{indent}{'  ' * d}}}")
-        terms.append(f"{var}{d}" if s == 1 else f"{var}{d} * {s}")
+        if s:
+            terms.append(f"{var}{d}" if s == 1 else f"{var}{d} * {sz(s)}")
     return opens, closes, " + ".join(terms) or "0"
 
 
@@ -77,30 +82,30 @@ def _conv_geometry(h: int, w: int, kernel: tuple, stride: tuple,
     return (h - (kh - 1) * dh - 1) // sh + 1, (w - (kw - 1) * dw - 1) // sw + 1
 
 
-def _unfold(ins: list[Layout], outs: list[tuple], ctype: str, kernel: tuple, stride: tuple,
-            dilation: tuple) -> str:
+def _unfold(ins: list[Layout], outs: list[tuple], ctype: str, sz: Sizes, kernel: tuple,
+            stride: tuple, dilation: tuple) -> str:
     ((n, c, h, w), (s0, s1, s2, s3)), = ins
     (kh, kw), (sh, sw), (dh, dw) = kernel, stride, dilation
     oh, ow = _conv_geometry(h, w, kernel, stride, dilation)
     plane = oh * ow
-    return f"""  {_parallel(n * c * kh * kw * plane)}
-  for (int64_t nc = 0; nc < {n * c}; nc++) {{
-    const {ctype}* src = in0 + (nc / {c}) * {s0} + (nc % {c}) * {s1};
-    {ctype}* dst = out0 + nc * {kh * kw * plane};
+    return f"""  {_parallel(sz(n * c * kh * kw * plane))}
+  for (int64_t nc = 0; nc < {sz(n * c)}; nc++) {{
+    const {ctype}* src = in0 + (nc / {sz(c)}) * {sz(s0)} + (nc % {sz(c)}) * {sz(s1)};
+    {ctype}* dst = out0 + nc * {kh * kw} * {sz(plane)};
     for (int64_t i = 0; i < {kh}; i++)
       for (int64_t j = 0; j < {kw}; j++)
-        for (int64_t p = 0; p < {oh}; p++) {{
-          const {ctype}* row = src + (p * {sh} + i * {dh}) * {s2} + j * {dw * s3};
-          {ctype}* o = dst + (i * {kw} + j) * {plane} + p * {ow};
+        for (int64_t p = 0; p < {sz(oh)}; p++) {{
+          const {ctype}* row = src + (p * {sh} + i * {dh}) * {sz(s2)} + j * {dw} * {sz(s3)};
+          {ctype}* o = dst + (i * {kw} + j) * {sz(plane)} + p * {sz(ow)};
           #pragma omp simd
-          for (int64_t q = 0; q < {ow}; q++) o[q] = row[q * {sw * s3}];
+          for (int64_t q = 0; q < {sz(ow)}; q++) o[q] = row[q * {sw} * {sz(s3)}];
         }}
   }}
   return 0;"""
 
 
-def _fold(ins: list[Layout], outs: list[tuple], ctype: str, size: tuple, kernel: tuple,
-          stride: tuple, dilation: tuple) -> str:
+def _fold(ins: list[Layout], outs: list[tuple], ctype: str, sz: Sizes, size: tuple,
+          kernel: tuple, stride: tuple, dilation: tuple) -> str:
     ((n, _ckk, _l), (s0, s1, s2)), = ins
     (_, c, h, w), = outs
     (kh, kw), (sh, sw), (dh, dw) = kernel, stride, dilation
@@ -108,18 +113,18 @@ def _fold(ins: list[Layout], outs: list[tuple], ctype: str, size: tuple, kernel:
     # tiling windows (pooling's gradient): each column has its own place, so assign (as
     # the NumPy kernel does); overlapping ones add tap by tap in the NumPy kernel's order
     put = "=" if (sh, sw) == (kh, kw) and (dh, dw) == (1, 1) else "+="
-    return f"""  {_parallel(n * c * h * w)}
-  for (int64_t nc = 0; nc < {n * c}; nc++) {{
-    const {ctype}* src = in0 + (nc / {c}) * {s0} + (nc % {c}) * {kh * kw * s1};
-    {ctype}* dst = out0 + nc * {h * w};
-    for (int64_t e = 0; e < {h * w}; e++) dst[e] = 0;
+    return f"""  {_parallel(sz(n * c * h * w))}
+  for (int64_t nc = 0; nc < {sz(n * c)}; nc++) {{
+    const {ctype}* src = in0 + (nc / {sz(c)}) * {sz(s0)} + (nc % {sz(c)}) * {kh * kw} * {sz(s1)};
+    {ctype}* dst = out0 + nc * {sz(h * w)};
+    for (int64_t e = 0; e < {sz(h * w)}; e++) dst[e] = 0;
     for (int64_t i = 0; i < {kh}; i++)
       for (int64_t j = 0; j < {kw}; j++)
-        for (int64_t p = 0; p < {oh}; p++) {{
-          const {ctype}* col = src + (i * {kw} + j) * {s1} + p * {ow * s2};
-          {ctype}* o = dst + (p * {sh} + i * {dh}) * {w} + j * {dw};
+        for (int64_t p = 0; p < {sz(oh)}; p++) {{
+          const {ctype}* col = src + (i * {kw} + j) * {sz(s1)} + p * {sz(ow * s2)};
+          {ctype}* o = dst + (p * {sh} + i * {dh}) * {sz(w)} + j * {dw};
           #pragma omp simd
-          for (int64_t q = 0; q < {ow}; q++) o[q * {sw}] {put} col[q * {s2}];
+          for (int64_t q = 0; q < {sz(ow)}; q++) o[q * {sw}] {put} col[q * {sz(s2)}];
         }}
   }}
   return 0;"""
@@ -136,7 +141,7 @@ def _extreme(largest: bool) -> Callable[..., str]:
     # when the best so far is a number and v is not "no better" (v beyond it, or NaN)
     worse = "<=" if largest else ">="
 
-    def render(ins: list[Layout], outs: list[tuple], ctype: str, dim: int,
+    def render(ins: list[Layout], outs: list[tuple], ctype: str, sz: Sizes, dim: int,
                keepdim: bool = False) -> str:
         (shape, strides), = ins
         d = dim % len(shape)
@@ -144,8 +149,8 @@ def _extreme(largest: bool) -> Callable[..., str]:
         before = _prod(shape[:d])
         after_shape, after_strides = shape[d + 1:], strides[d + 1:]
         n_after = _prod(after_shape)
-        opens, closes, off = _walk(after_shape, after_strides, "a", "      ")
-        b_off = _offset_of("b", shape[:d], strides[:d])
+        opens, closes, off = _walk(after_shape, after_strides, "a", "      ", sz)
+        b_off = _offset_of("b", shape[:d], strides[:d], sz)
         # j = 0 starts each window; later slices take over where they are beyond
         flat = len(opens) <= 1  # one loop: the output position is its counter
         e = "a0" if flat else "e"
@@ -156,23 +161,23 @@ def _extreme(largest: bool) -> Callable[..., str]:
             update = [f"        vo[{e}] = v;", f"        io[{e}] = 0;"] if first else [
                 f"        vo[{e}] = take ? v : vo[{e}];", f"        io[{e}] = take ? j : io[{e}];"]
             return [*([] if flat else ["      int64_t e = 0;"]),
-                    *(["      #pragma omp simd"] if len(opens) == 1 else []), *(opens or
-                      ["      { const int64_t a0 = 0;"]),
+                    *(["      #pragma omp simd"] if len(opens) == 1 else []),
+                    *(opens or ["      { const int64_t a0 = 0;"]),
                     f"        const {ctype} v = s[{off}];", *([take] if take else []),
                     *update, *([] if flat else ["        e++;"]), *(closes or ["      }"])]
 
         lines = [
-            f"  {_parallel(before * k * n_after)}",
-            f"  for (int64_t b = 0; b < {before}; b++) {{",
+            f"  {_parallel(sz(before * k * n_after))}",
+            f"  for (int64_t b = 0; b < {sz(before)}; b++) {{",
             f"    const {ctype}* src = in0 + {b_off};",
-            f"    {ctype}* restrict vo = out0 + b * {n_after};",
-            f"    int64_t* restrict io = out1 + b * {n_after};",
+            f"    {ctype}* restrict vo = out0 + b * {sz(n_after)};",
+            f"    int64_t* restrict io = out1 + b * {sz(n_after)};",
             "    {",
             f"      const {ctype}* s = src;",
             *sweep(True),
             "    }",
-            f"    for (int64_t j = 1; j < {k}; j++) {{",
-            f"      const {ctype}* s = src + j * {sd};",
+            f"    for (int64_t j = 1; j < {sz(k)}; j++) {{",
+            f"      const {ctype}* s = src + j * {sz(sd)};",
             *sweep(False),
             "    }",
             "  }",
@@ -183,13 +188,14 @@ def _extreme(largest: bool) -> Callable[..., str]:
     return render
 
 
-def _offset_of(var: str, shape: tuple[int, ...], strides: tuple[int, ...]) -> str:
+def _offset_of(var: str, shape: tuple[int, ...], strides: tuple[int, ...], sz: Sizes) -> str:
     """The element offset of flat index ``var`` over ``shape`` laid out with ``strides``."""
     terms, inner = [], 1
     for e, s in reversed(list(zip(shape, strides))):
         if e != 1 and s:
-            idx = f"({var} / {inner})" if inner > 1 else var
-            terms.append(f"({idx} % {e}) * {s}" if inner * e < _prod(shape) else f"{idx} * {s}")
+            idx = f"({var} / {sz(inner)})" if inner > 1 else var
+            terms.append(f"({idx} % {sz(e)}) * {sz(s)}" if inner * e < _prod(shape)
+                         else f"{idx} * {sz(s)}")
         inner *= e
     return " + ".join(reversed(terms)) or "0"
 
@@ -200,26 +206,28 @@ def _reduce_operands(node: GNode) -> list[Ref] | None:
 
 
 # --- scatter ----------------------------------------------------------------------------
-def _scatter(ins: list[Layout], outs: list[tuple], ctype: str, dim: int, **_: Any) -> str:
+def _scatter(ins: list[Layout], outs: list[tuple], ctype: str, sz: Sizes, dim: int,
+             **_: Any) -> str:
     (shape, a_st), (ishape, s_st), (_, i_st) = ins
     d = dim % len(shape)
     out_st = _c_strides(shape)
-    opens, closes, a_off = _walk(shape, a_st, "c", "  ")
+    opens, closes, a_off = _walk(shape, a_st, "c", "  ", sz)
     # copy the base, then write each source element where its index says along ``dim``
     copy = [*opens, f"  {'  ' * len(opens)}out0[e++] = in0[{a_off}];", *closes]
     pos = [f"i{j}" for j in range(len(ishape))]
-    loops = [f"  {'  ' * j}for (int64_t i{j} = 0; i{j} < {e}; i{j}++) {{"
+    loops = [f"  {'  ' * j}for (int64_t i{j} = 0; i{j} < {sz(e)}; i{j}++) {{"
              for j, e in enumerate(ishape)]
     pad = "  " * (len(ishape) + 1)
 
     def off(st: tuple[int, ...], skip: int | None = None) -> str:
-        return " + ".join(f"{p} * {s}" for j, (p, s) in enumerate(zip(pos, st))
+        return " + ".join(f"{p} * {sz(s)}" for j, (p, s) in enumerate(zip(pos, st))
                           if j != skip and s) or "0"
+
     body = [
         f"{pad}int64_t t = in2[{off(i_st)}];",
-        f"{pad}if (t < 0) t += {shape[d]};",
-        f"{pad}if (t < 0 || t >= {shape[d]}) return 1;",
-        f"{pad}out0[{off(out_st, d)} + t * {out_st[d]}] = in1[{off(s_st)}];",
+        f"{pad}if (t < 0) t += {sz(shape[d])};",
+        f"{pad}if (t < 0 || t >= {sz(shape[d])}) return 1;",
+        f"{pad}out0[{off(out_st, d)} + t * {sz(out_st[d])}] = in1[{off(s_st)}];",
     ]
     closing = [f"  {'  ' * j}}}" for j in reversed(range(len(ishape)))]
     return "\n".join(["  int64_t e = 0;", *copy, *loops, *body, *closing, "  return 0;"])
@@ -271,7 +279,8 @@ def template_for(graph: Any, i: int) -> list[Ref] | None:
     return refs
 
 
-def render(node: GNode, layouts: list[Layout], ctype: str) -> str:
-    """The body of node's C function (see the module docstring)."""
+def render(node: GNode, layouts: list[Layout], ctype: str, sizes: Sizes) -> str:
+    """The body of node's C function (see the module docstring); ``sizes`` writes the
+    shape-derived numbers in or collects them for run time (``c.Sizes``)."""
     outs = [node.shape, *(s for s, _ in node.aux)]
-    return TEMPLATES[node.op].render(layouts, outs, ctype, **node.attrs)
+    return TEMPLATES[node.op].render(layouts, outs, ctype, sizes, **node.attrs)
