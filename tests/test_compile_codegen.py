@@ -254,7 +254,8 @@ def test_fusion_stops_at_library_ops_and_fan_out() -> None:
 
 def test_sum_takes_in_its_elementwise_producer() -> None:
     """mul -> sum is one kernel ending in the sum; what reads the sum is a kernel of its
-    own; a producer that something else reads too stays apart (computed once)."""
+    own; a producer that something else reads too stays apart (computed once) and its sum
+    is a kernel alone."""
     g = Graph([((4, 3), F32), ((4, 3), F32)],
               [node("mul", X, Y, sh=(4, 3)),                          # 0
                node("sum", n(0), sh=(3,), dims=(0,), keepdim=False),  # 1
@@ -264,42 +265,53 @@ def test_sum_takes_in_its_elementwise_producer() -> None:
                node("add", n(3), n(4), sh=(4, 3))],                   # 5
               [n(2), n(5)])
     ks, schedule = groups(g)
-    assert ks == [["mul", "sum"], ["neg"], ["exp"], ["add"]]
+    # exp has two readers: computed once, its sum a reduction kernel of its own
+    assert ks == [["mul", "sum"], ["neg"], ["exp"], ["sum"], ["add"]]
     assert 0 not in schedule and 4 in schedule
     if HAVE_CC:
         src = c_source(g)
-        body = kernel_text(src)
+        body = kernel_text(src)  # sum over rows: accumulators ride along the kept row
+        assert "double acc[1024];" in body and "acc[j] += t0;" in body  # never stored
+        body = kernel_text(src, "fused_3")  # sum along the row: one accumulator
         assert "double acc = 0;" in body and "#pragma omp simd reduction(+:acc)" in body
-        assert "acc += t0;" in body  # the product, never stored
+        assert "acc += x0;" in body
 
 
 @needs_cc
 @pytest.mark.parametrize("dtype", [F32, F64])
 @pytest.mark.parametrize("dims,keepdim", [((0,), False), ((1,), True), ((0, 2, 3), True),
-                                          (None, False), ((3,), False), ((1, 2), False)])
-def test_fused_sum_matches_numpy(dtype: np.dtype, dims: Any, keepdim: bool) -> None:
-    """A fused (g * (m > 0)).sum(dims) in C against NumPy on the same inputs, including a
-    transposed operand read in place; float32 sums accumulate in double (within one
-    float32 step of the exact sum)."""
-    shape = (5, 4, 6, 7)
+                                          (None, False), ((3,), False), ((1, 2), False),
+                                          ((0, 1), False), ((0, 2), True)])
+@pytest.mark.parametrize("order", [(3, 2, 1, 0), (0, 1, 2, 3)], ids=["transposed", "plain"])
+def test_fused_sum_matches_numpy(dtype: np.dtype, dims: Any, keepdim: bool,
+                                 order: tuple) -> None:
+    """A fused (g * (m > 0)).sum(dims) in C against NumPy on the same inputs, with a
+    transposed operand read in place or all contiguous (then a sum whose last kept
+    dimension follows the reduced ones runs row-wise, accumulators along the row); float32
+    sums accumulate in double (within one float32 step of the exact sum)."""
+    shape = (5, 4, 6, 1100)  # a kept row longer than one block of accumulators
     rng = np.random.default_rng(5)
     a = rng.standard_normal(shape).astype(dtype)
-    m = rng.standard_normal(shape[::-1]).astype(dtype)
+    inv = np.argsort(order)
+    m = rng.standard_normal(tuple(shape[inv[j]] for j in range(4))).astype(dtype)
     out_shape = np.sum(a, axis=dims, keepdims=keepdim).shape
-    g = Graph([(shape, dtype), (shape[::-1], dtype)],
-              [node("permute", Y, sh=shape, dt=dtype, dims=(3, 2, 1, 0)),           # 0
+    g = Graph([(shape, dtype), (m.shape, dtype)],
+              [node("permute", Y, sh=shape, dt=dtype, dims=order),                 # 0
                node("gt", n(0), 0.0, sh=shape, dt=BOOL),                            # 1
                node("cast", n(1), sh=shape, dt=dtype, dtype=dtype),                 # 2
                node("mul", X, n(2), sh=shape, dt=dtype),                            # 3
                node("sum", n(3), sh=out_shape, dt=dtype, dims=dims, keepdim=keepdim)],
               [n(4)])
     prog = runtime.build_program(g, "c")
-    assert any(k.nodes[-1] == 4 and len(k.nodes) > 1 for k in prog.kernels)
+    assert any(prog.graph.nodes[k.root].op == "sum" and len(k.nodes) > 1
+               for k in prog.kernels)
+    row_wise = order == (0, 1, 2, 3) and dims in ((0,), (1,), (0, 1), (0, 2), (1, 2))
+    assert ("double acc[1024];" in prog.source) == row_wise
     (got,) = prog.run([a, m])
-    terms = a.astype(np.longdouble) * (m.transpose(3, 2, 1, 0) > 0)
+    mask = m.transpose(order) > 0
+    terms = a.astype(np.longdouble) * mask
     exact = np.sum(terms, axis=dims, keepdims=keepdim)
-    want = np.sum(a * (m.transpose(3, 2, 1, 0) > 0).astype(dtype), axis=dims,
-                  keepdims=keepdim)
+    want = np.sum(a * mask.astype(dtype), axis=dims, keepdims=keepdim)
     assert got.shape == want.shape and got.dtype == want.dtype
     err = np.abs(got.astype(np.longdouble) - exact)
     if dtype == F32:  # summed in double, rounded once: within one float32 step

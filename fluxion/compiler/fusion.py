@@ -63,15 +63,20 @@ def _fuse_sums(graph: Graph, kernels: list[Kernel], users: dict[int, list[int]],
                outputs: set[int]) -> None:
     """A float sum whose operand is an elementwise kernel that nothing else reads takes
     that kernel in: the C evaluates the expression inside the reduction's loops and the
-    summand never goes to memory (a bias gradient's ``(g * mask).sum((0, 2, 3))``)."""
+    summand never goes to memory (a bias gradient's ``(g * mask).sum((0, 2, 3))``). Any
+    other float sum is a reduction kernel of its own."""
     by_root = {k.root: k for k in kernels}
     for i, n in enumerate(graph.nodes):
         if n.op != "sum" or n.dtype not in _FLOATS or not n.args or not is_ref(n.args[0]):
             continue
         r = n.args[0]
+        if graph.spec(r)[1] != n.dtype:
+            continue
         k = by_root.get(r[1]) if r[0] == "n" else None
-        if k is None or r[1] in outputs or users[r[1]] != [i] \
-                or graph.spec(r)[1] != n.dtype:
+        if k is None or r[1] in outputs or users[r[1]] != [i]:
+            # no producer to take in: the sum alone, still one C pass (double accumulator)
+            kernels.append(Kernel("k", [i]))
+            by_root[i] = kernels[-1]
             continue
         k.nodes.append(i)
         del by_root[r[1]]
@@ -114,6 +119,7 @@ def fuse(graph: Graph) -> tuple[list[Kernel], list[int]]:
             group_of[m] = k
     kernels = [k for k in kernels if k.nodes]
     _fuse_sums(graph, kernels, users, outputs)
+    kernels.sort(key=lambda k: k.root)
     for idx, k in enumerate(kernels):
         k.name = f"fused_{idx}"
         inside = set(k.nodes)

@@ -57,6 +57,7 @@ class Program:
     _recycle: dict[int, np.ndarray | None] = field(default_factory=dict)  # output kernels
     _where: tuple = ()
     _overlaps: dict[tuple, bool] = field(default_factory=dict)
+    _bounds: tuple = ()  # the inputs' memory extents (first byte, one past the last)
     _targets: dict[tuple, np.ndarray] = field(default_factory=dict)
     _inputs: list[np.ndarray] = field(default_factory=list)
     # the schedule as run: (node, its kernel or None, the values to free after it)
@@ -78,6 +79,7 @@ class Program:
                           else None for a in inputs)
             if where != self._where:
                 self._where, self._overlaps = where, {}
+                self._bounds = _byte_bounds(inputs)
         env: dict[tuple, Any] = {("in", k): a for k, a in enumerate(inputs)}
         for k, c in enumerate(self.graph.consts):
             env[("const", k)] = c
@@ -159,9 +161,12 @@ class Program:
         hit = self._overlaps.get(key)
         if hit is None:
             steps, inputs = self._in_by_last_use
-            hit = self._overlaps[key] = any(
-                np.may_share_memory(target, self._inputs[j])
-                for j in inputs[bisect.bisect_right(steps, step):])
+            later = inputs[bisect.bisect_right(steps, step):]
+            lo, hi = self._bounds
+            t_lo, t_hi = (b[0] for b in _byte_bounds([target]))
+            # the extents overlap: what np.may_share_memory decides, for all at once
+            hit = self._overlaps[key] = bool(later) and bool(np.any(
+                (lo[later] < t_hi) & (t_lo < hi[later])))
         return hit
 
     def _run_kernel(self, k: Kernel, env: dict, step: int) -> np.ndarray:
@@ -250,6 +255,23 @@ def _address(a: np.ndarray) -> int:
         return _addressof(_from_buffer(a))
     except (TypeError, ValueError, BufferError):
         return a.ctypes.data
+
+
+def _byte_bounds(arrays: list[Any]) -> tuple[np.ndarray, np.ndarray]:
+    """Each array's memory extent as (first byte, one past the last byte); empty for
+    non-arrays and empty arrays (they overlap nothing)."""
+    lo = np.zeros(len(arrays), np.int64)
+    hi = np.zeros(len(arrays), np.int64)
+    for j, a in enumerate(arrays):
+        if type(a) is np.ndarray and a.size:
+            start = end = a.ctypes.data
+            for n, st in zip(a.shape, a.strides):
+                if st < 0:
+                    start += st * (n - 1)
+                else:
+                    end += st * (n - 1)
+            lo[j], hi[j] = start, end + a.itemsize
+    return lo, hi
 
 
 def _aligned_or_apart(target: np.ndarray, a: np.ndarray) -> bool:

@@ -279,6 +279,10 @@ def render_reduction(graph: Graph, k: Kernel,
         inner.append(f"const {CTYPE[graph.nodes[m].dtype]} t{pos} = "
                      f"{_expr(graph, m, names)};")
         names[("n", m)] = f"t{pos}"
+    if k_ext and r_ext and max(rd) < kd[-1] and all(
+            st[-1] in (0, 1) for st in k_st):
+        return _row_reduction(k.name, params, size, k_ext, k_st, r_ext, inner,
+                              names[src], CTYPE[root.dtype], _prod_all(shape))
     inner.append(f"acc += {names[src]};")
     head = []
     if k_ext:
@@ -303,6 +307,45 @@ def render_reduction(graph: Graph, k: Kernel,
     params[1:1] = size.param()
     lines = [f"void {k.name}({', '.join(params)}) {{", *head]
     lines += ["  " * (d + 1) + "}" for d in reversed(range(len(k_ext)))]
+    return "\n".join([*lines, "}"]) + "\n"
+
+
+ROW_BLOCK = 1024  # doubles of a row reduction's accumulators (8 KB of stack)
+
+
+def _row_reduction(name: str, params: list[str], size: Sizes, k_ext: tuple, k_st: list,
+                   r_ext: tuple, inner: list[str], value: str, ctype: str,
+                   total: int) -> str:
+    """A sum whose innermost kept dimension is contiguous and comes after every reduced
+    one (a layer norm's weight gradient, ``sum((0, 1))`` of (B, T, C)): the reduced loops
+    go outside and a block of accumulators rides along the kept row, so the loads stay
+    contiguous and vectorise (kept-outer order would stride through memory)."""
+    last = len(k_ext) - 1
+    lines = [f"void {name}({', '.join([*params[:1], *size.param(), *params[1:]])}) {{"]
+    pad = "  "
+    if last:
+        lines.append(f"  #pragma omp parallel for if ({size(total)} > {PARALLEL_MIN})")
+    for d in range(last):
+        lines.append(f"{pad}for (int64_t i{d} = 0; i{d} < {size(k_ext[d])}; i{d}++) {{")
+        pad += "  "
+    row = size(k_ext[last])
+    lines += [f"{pad}for (int64_t b = 0; b < {row}; b += {ROW_BLOCK}) {{",
+              f"{pad}  const int64_t m = {row} - b < {ROW_BLOCK} ? {row} - b : {ROW_BLOCK};",
+              f"{pad}  double acc[{ROW_BLOCK}];",
+              f"{pad}  for (int64_t j = 0; j < m; j++) acc[j] = 0;"]
+    rpad = pad + "  "
+    for d, e in enumerate(r_ext):
+        lines.append(f"{rpad}for (int64_t r{d} = 0; r{d} < {size(e)}; r{d}++) {{")
+        rpad += "  "
+    lines += [f"{rpad}#pragma omp simd", f"{rpad}for (int64_t j = 0; j < m; j++) {{",
+              f"{rpad}  const int64_t i{last} = b + j;",
+              *[f"{rpad}  {x}" for x in inner], f"{rpad}  acc[j] += {value};", f"{rpad}}}"]
+    lines += [f"{pad}  {'  ' * d}}}" for d in reversed(range(len(r_ext)))]
+    lines += [f"{pad}  for (int64_t j = 0; j < m; j++) {{",
+              f"{pad}    const int64_t i{last} = b + j;",
+              f"{pad}    out[{_offset([('i', k_st[0])], size)}] = ({ctype})acc[j];",
+              f"{pad}  }}", f"{pad}}}"]
+    lines += ["  " * (d + 1) + "}" for d in reversed(range(last))]
     return "\n".join([*lines, "}"]) + "\n"
 
 
