@@ -1022,3 +1022,31 @@ def test_module_level_names() -> None:
     assert fluxion.explain is fluxion.compiler.explain
     assert issubclass(GraphBreakError, RuntimeError)
     assert sys.modules["fluxion.compiler.api"].GraphBreakError is GraphBreakError
+
+
+def test_cycle_collector_paused_only_during_a_call() -> None:
+    """Capture pauses the cycle collector (no full-heap collections mid-step) and restores
+    it after the call, also when the call raises, and leaves it off if it was off."""
+    import gc
+
+    seen = []
+
+    def f(x: Any) -> Any:
+        seen.append(gc.isenabled())
+        if x.shape[0] == 3:
+            raise ValueError("boom")
+        return x * 2
+
+    compiled = fluxion.compile(f)
+    assert gc.isenabled()
+    compiled(fluxion.ones(2))
+    assert seen == [False] and gc.isenabled()
+    with pytest.raises(ValueError, match="boom"):
+        compiled(fluxion.ones(3))
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        compiled(fluxion.ones(2))
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
