@@ -75,7 +75,7 @@ class Program:
         if self._targets:
             # where the inputs live: the same memory as last call keeps last call's answers
             # to "does this target overlap an input read later?"
-            where = tuple((a.ctypes.data, a.shape, a.strides) if type(a) is np.ndarray
+            where = tuple((_address(a), a.shape, a.strides) if type(a) is np.ndarray
                           else None for a in inputs)
             if where != self._where:
                 self._where, self._overlaps = where, {}
@@ -157,7 +157,7 @@ class Program:
     def _overlaps_later_read(self, target: np.ndarray, step: int) -> bool:
         """Whether ``target`` shares memory with a graph input that a step after ``step``
         still reads (then writing it in place would change what that step sees)."""
-        key = (step, target.ctypes.data, target.shape, target.strides)
+        key = (step, _address(target), target.shape, target.strides)
         hit = self._overlaps.get(key)
         if hit is None:
             steps, inputs = self._in_by_last_use
@@ -264,7 +264,7 @@ def _byte_bounds(arrays: list[Any]) -> tuple[np.ndarray, np.ndarray]:
     hi = np.zeros(len(arrays), np.int64)
     for j, a in enumerate(arrays):
         if type(a) is np.ndarray and a.size:
-            start = end = a.ctypes.data
+            start = end = _address(a)
             for n, st in zip(a.shape, a.strides):
                 if st < 0:
                     start += st * (n - 1)
@@ -280,7 +280,7 @@ def _aligned_or_apart(target: np.ndarray, a: np.ndarray) -> bool:
     is read before it is written)."""
     if not np.may_share_memory(target, a):
         return True
-    return (a.ctypes.data == target.ctypes.data and a.shape == target.shape
+    return (_address(a) == _address(target) and a.shape == target.shape
             and a.strides == target.strides)
 
 
