@@ -282,11 +282,11 @@ def render_reduction(graph: Graph, k: Kernel,
     if k_ext and r_ext and max(rd) < kd[-1] and all(
             st[-1] in (0, 1) for st in k_st):
         return _row_reduction(k.name, params, size, k_ext, k_st, r_ext, inner,
-                              names[src], CTYPE[root.dtype], _prod_all(shape))
+                              names[src], CTYPE[root.dtype], math.prod(shape))
     inner.append(f"acc += {names[src]};")
     head = []
     if k_ext:
-        head.append(f"  #pragma omp parallel for if ({size(_prod_all(shape))} > "
+        head.append(f"  #pragma omp parallel for if ({size(math.prod(shape))} > "
                     f"{PARALLEL_MIN})")
     pad = "  "
     for d, e in enumerate(k_ext):
@@ -349,10 +349,6 @@ def _row_reduction(name: str, params: list[str], size: Sizes, k_ext: tuple, k_st
     return "\n".join([*lines, "}"]) + "\n"
 
 
-def _prod_all(shape: tuple[int, ...]) -> int:
-    return int(np.prod(shape, dtype=np.int64))
-
-
 def render_template(graph: Graph, k: Kernel,
                     layouts: dict[Any, tuple[int, ...]] | None = None,
                     sizes: Sizes | None = None) -> str:
@@ -392,7 +388,7 @@ def _flat_kernel(name: str, params: list[str], loads: list[str], body: list[str]
     inner = "\n".join(loads + body)
 
     def plain(lo: str, hi: str) -> list[str]:
-        size = "n" if lo == "0" and hi == "n" else f"{hi} - {lo}"
+        size = {("0", "n"): "n", ("0", "lo"): "lo"}.get((lo, hi), f"{hi} - {lo}")
         return [f"  #pragma omp parallel for simd if ({size} > {PARALLEL_MIN})",
                 f"  for (int64_t i0 = {lo}; i0 < {hi}; i0++) {{", inner, "  }"]
 

@@ -15,6 +15,7 @@ of range): the runtime then calls the NumPy kernel, which raises the user-facing
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -39,13 +40,6 @@ class Template:
     operands: Callable[[GNode], list[Ref] | None]
     # (operand layouts, output shapes, C type of the values, attrs) -> the function body
     render: Callable[..., str]
-
-
-def _prod(xs: Any) -> int:
-    out = 1
-    for x in xs:
-        out *= int(x)
-    return out
 
 
 def _parallel(work: str) -> str:
@@ -146,9 +140,9 @@ def _extreme(largest: bool) -> Callable[..., str]:
         (shape, strides), = ins
         d = dim % len(shape)
         k, sd = shape[d], strides[d]
-        before = _prod(shape[:d])
+        before = math.prod(shape[:d])
         after_shape, after_strides = shape[d + 1:], strides[d + 1:]
-        n_after = _prod(after_shape)
+        n_after = math.prod(after_shape)
         opens, closes, off = _walk(after_shape, after_strides, "a", "      ", sz)
         b_off = _offset_of("b", shape[:d], strides[:d], sz)
         # j = 0 starts each window; later slices take over where they are beyond
@@ -194,7 +188,7 @@ def _offset_of(var: str, shape: tuple[int, ...], strides: tuple[int, ...], sz: S
     for e, s in reversed(list(zip(shape, strides))):
         if e != 1 and s:
             idx = f"({var} / {sz(inner)})" if inner > 1 else var
-            terms.append(f"({idx} % {sz(e)}) * {sz(s)}" if inner * e < _prod(shape)
+            terms.append(f"({idx} % {sz(e)}) * {sz(s)}" if inner * e < math.prod(shape)
                          else f"{idx} * {sz(s)}")
         inner *= e
     return " + ".join(reversed(terms)) or "0"
