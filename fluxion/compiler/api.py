@@ -441,7 +441,8 @@ def explain(fn: Any, *args: Any, **kwargs: Any) -> ExplainReport:
         graphs=[str(p.captured) for p in progs],  # type: ignore[attr-defined]
         optimized_graphs=[str(p.graph) for p in progs],
         kernels=[[f"{k.name}: " + " -> ".join(p.graph.nodes[m].op for m in k.nodes)
-                  for k in p.kernels] for p in progs],
+                  + (" (C template)" if k.template else "") for k in p.kernels]
+                 for p in progs],
         sources=[p.source for p in progs],
         timings=timings,
     )
