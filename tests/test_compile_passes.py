@@ -22,6 +22,7 @@ from fluxion.compiler.passes import (
     cse,
     dce,
     fold_constants,
+    fold_slices,
     optimize,
     simplify,
     transpose_products,
@@ -191,13 +192,13 @@ def test_graph_prints_and_keys() -> None:
 
 
 def test_passes_run_in_order() -> None:
-    assert [name for name, _ in PASSES] == ["transpose_products", "simplify",
+    assert [name for name, _ in PASSES] == ["transpose_products", "simplify", "fold_slices",
                                             "fold_constants", "cse", "dce"]
     g = graph([node("mul", X, 1), node("exp", n(0)), node("exp", X), node("add", n(1), n(2)),
                node("neg", Y)], [n(3)])
     trace: list = []
     out = optimize(g, trace)
-    assert [name for name, _ in trace] == ["transpose_products", "simplify",
+    assert [name for name, _ in trace] == ["transpose_products", "simplify", "fold_slices",
                                            "fold_constants", "cse", "dce"]
     assert ops(out) == ["exp", "add"]
     assert out.nodes[1].args == (n(0), n(0))
@@ -317,6 +318,57 @@ def test_fold_aux_outputs() -> None:
     assert out.nodes == []
     assert_same(interpret(out, [XV, YV]), [np.array([5.0, 7.0], np.float32),
                                            np.array([2, 1], np.int64)])
+
+
+# --- slices -----------------------------------------------------------------------------
+def _split_grad_graph(order: tuple[int, ...], bounds: tuple[int, ...]) -> Graph:
+    """Gradients of slices of a (2, 9) value along dim 1 at ``bounds``, added in
+    ``order``: the backward of ``a, b, c = x.split(...)``."""
+    spans = list(zip((0, *bounds), (*bounds, 9)))
+    inputs = [((2, hi - lo), F32) for lo, hi in spans]
+    nodes = [node("slice_backward", ("in", j), sh=(2, 9), shape=(2, 9),
+                  key=(slice(None), slice(lo, hi))) for j, (lo, hi) in enumerate(spans)]
+    total = n(order[0])
+    for j in order[1:]:
+        nodes.append(node("add", total, n(j), sh=(2, 9)))
+        total = n(len(nodes) - 1)
+    return Graph(inputs=inputs, nodes=nodes, outputs=[total])
+
+
+@pytest.mark.parametrize("order", [(0, 1, 2), (2, 1, 0), (1, 2, 0)])
+def test_fold_slices_joins_a_split_gradient(order: tuple) -> None:
+    g = _split_grad_graph(order, (2, 5))
+    vals = [RNG.standard_normal(s).astype(np.float32) for s, _ in g.inputs]
+    out = preserves(lambda gr: dce(fold_slices(gr)), g, vals)
+    assert ops(out) == ["cat"] and out.nodes[0].args == (("in", 0), ("in", 1), ("in", 2))
+    assert out.nodes[0].attrs == {"dim": 1}
+
+
+def test_fold_slices_keeps_gaps_and_overlaps() -> None:
+    # two of three pieces: a gap stays zero-filled, so nothing to join
+    g = _split_grad_graph((0, 1, 2), (2, 5))
+    g.nodes = g.nodes[:4]
+    g.outputs = [n(3)]
+    vals = [RNG.standard_normal(s).astype(np.float32) for s, _ in g.inputs]
+    out = preserves(lambda gr: dce(fold_slices(gr)), g, vals)
+    assert "cat" not in ops(out)
+    # overlapping pieces really add up
+    g = Graph(inputs=[((2, 4), F32), ((2, 4), F32)], nodes=[
+        node("slice_backward", X, sh=(2, 6), shape=(2, 6), key=(slice(None), slice(0, 4))),
+        node("slice_backward", Y, sh=(2, 6), shape=(2, 6), key=(slice(None), slice(2, 6))),
+        node("add", n(0), n(1), sh=(2, 6))], outputs=[n(2)])
+    vals = [RNG.standard_normal((2, 4)).astype(np.float32) for _ in range(2)]
+    out = preserves(fold_slices, g, vals)
+    assert "cat" not in ops(out)
+
+
+def test_fold_slices_drops_whole_slices() -> None:
+    g = graph([node("slice", X, key=(slice(0, 2), slice(None))),
+               node("slice_backward", n(0), shape=(2, 3), key=(slice(None, None, 1),)),
+               node("slice", n(1), sh=(2, 2), key=(slice(None), slice(0, 2))),
+               node("exp", n(2), sh=(2, 2))], [n(3)])
+    out = preserves(lambda gr: dce(fold_slices(gr)), g, [XV, YV])
+    assert ops(out) == ["slice", "exp"] and out.nodes[0].args == (X,)  # a real one stays
 
 
 # --- simplify ---------------------------------------------------------------------------

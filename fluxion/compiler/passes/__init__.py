@@ -1,8 +1,9 @@
 """Graph passes: each takes a ``Graph`` and returns an optimised ``Graph``.
 
 Run in order by ``optimize``: transposed products as products of transposes, algebraic
-simplification (with view folding), constant folding, common-subexpression elimination,
-dead-code elimination."""
+simplification (with view folding), slices (whole ones dropped, gradients of a split
+joined by one ``cat``), constant folding, common-subexpression elimination, dead-code
+elimination."""
 
 from __future__ import annotations
 
@@ -13,11 +14,13 @@ from fluxion.compiler.passes.cse import cse
 from fluxion.compiler.passes.dce import dce
 from fluxion.compiler.passes.fold import fold_constants
 from fluxion.compiler.passes.simplify import simplify
+from fluxion.compiler.passes.slices import fold_slices
 from fluxion.compiler.passes.transpose import transpose_products
 
 PASSES: list[tuple[str, Callable[[Graph], Graph]]] = [
     ("transpose_products", transpose_products),
     ("simplify", simplify),
+    ("fold_slices", fold_slices),
     ("fold_constants", fold_constants),
     ("cse", cse),
     ("dce", dce),
@@ -33,5 +36,5 @@ def optimize(graph: Graph, trace: list[tuple[str, Graph]] | None = None) -> Grap
     return graph
 
 
-__all__ = ["PASSES", "cse", "dce", "fold_constants", "optimize", "simplify",
+__all__ = ["PASSES", "cse", "dce", "fold_constants", "fold_slices", "optimize", "simplify",
            "transpose_products"]
