@@ -180,3 +180,15 @@ def test_template_source_is_explained() -> None:
     src = "\n".join(report.sources)
     assert "int64_t* restrict out1" in src  # max_dim's indices
     assert any(k.endswith("max_dim (C template)") for ks in report.kernels for k in ks)
+
+
+def test_templates_across_threads_at_mnist_sizes() -> None:
+    """Above the parallel threshold the templates split their outer loop across OpenMP
+    threads (disjoint outputs): still bit-identical to eager at MNIST's sizes."""
+    rng = np.random.default_rng(7)
+    x = fluxion.tensor(rng.standard_normal((64, 10, 24, 24)).astype(np.float32))
+    check(lambda t: tuple(fluxion.max(F.unfold(t * 1, 2, stride=2).reshape(64, 10, 4, 144),
+                                      dim=2)), x, op="max_dim")
+    check(lambda t: F.unfold(t[:, :, :12, :12] * 1, 5), x, op="unfold")
+    cols = fluxion.tensor(rng.standard_normal((64, 250, 64)).astype(np.float32))
+    check(lambda t: F.fold(t * 1, (12, 12), 5), cols, op="fold")
