@@ -139,6 +139,22 @@ def test_scatter_index_out_of_range_raises_eagers_error() -> None:
     assert "out of bounds" in str(compiled.value)
 
 
+def test_scatter_index_larger_than_the_base_raises_eagers_error() -> None:
+    """An index longer than the base off ``dim`` is not the template's (the C would write
+    past the output): the NumPy kernel runs and raises what eager raises, op and shapes
+    named."""
+    b, s = fluxion.zeros(2, 3), fluxion.ones(3, 3)
+    i = fluxion.tensor([[0, 1, 2]] * 3)
+    with pytest.raises(IndexError) as eager:
+        b.scatter(1, i, s)
+    cf = fluxion.compile(lambda b, s: (b * 1).scatter(1, i, s * 1))
+    with pytest.raises(IndexError) as compiled:
+        cf(b, s)
+    assert str(compiled.value) == str(eager.value)
+    assert str(compiled.value).startswith("scatter: ") and "[2, 3] float32" in str(
+        compiled.value)
+
+
 @pytest.mark.parametrize("dtype", [fluxion.float32, fluxion.float64])
 def test_conv_and_max_pool_gradients_through_templates(dtype: Any) -> None:
     torch = pytest.importorskip("torch")

@@ -22,7 +22,7 @@ from fluxion.compiler.graph import Graph
 from fluxion.compiler.layout import normalized
 from fluxion.compiler.passes import optimize
 from fluxion.compiler.passes.rewrite import is_ref, map_refs, node_refs
-from fluxion.ops.registry import OPS, run_kernel
+from fluxion.ops.registry import OPS, run_kernel, run_op
 
 
 @dataclass
@@ -107,11 +107,11 @@ class Program:
         refs, plain = self._library_args[i]
         if plain:  # operands are values or literals, attributes hold no values
             args = [env[a] if r else a for a, r in zip(n.args, refs)]
-            out = run_kernel(op.forward, np, *args, **n.attrs)
-        else:
+            out = run_op(op, *args, **n.attrs)
+        else:  # errors as eager words them (the op, its inputs' shapes)
             args = map_refs(n.args, lambda r: env[r])
             attrs = {key: map_refs(v, lambda r: env[r]) for key, v in n.attrs.items()}
-            out = run_kernel(op.forward, np, *args, **attrs)
+            out = run_op(op, *args, **attrs)
         if op.n_aux:
             env[("n", i)] = np.asarray(out[0])
             for j, a in enumerate(out[1:]):

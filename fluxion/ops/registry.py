@@ -187,9 +187,22 @@ def defop(name: str, kind: str, **kw: Any) -> Callable[[Callable[..., Any]], Op]
 
 def _describe(inputs: tuple) -> str:
     return ", ".join(
-        f"{list(x._data.shape)} {x.dtype.name}" if isinstance(x, Tensor) else repr(x)
+        f"{list(x._data.shape)} {x.dtype.name}" if isinstance(x, Tensor)
+        else f"{list(x.shape)} {x.dtype.name}" if isinstance(x, np.ndarray) else repr(x)
         for x in inputs
     )
+
+
+def run_op(op: Op, *arrays: Any, **attrs: Any) -> Any:
+    """``op``'s NumPy kernel on arrays, NumPy's errors as the op's own (named, with the
+    inputs' shapes and dtypes): what eager raises, for callers that hold arrays (the
+    compiler's library calls)."""
+    try:
+        return run_kernel(op.forward, np, *arrays, **attrs)
+    except IndexError as e:
+        raise IndexError(f"{op.name}: {e} (inputs: {_describe(arrays)})") from None
+    except _NUMPY_ERRORS as e:
+        raise RuntimeError(f"{op.name}: {e} (inputs: {_describe(arrays)})") from None
 
 
 def label(t: Tensor, name: str) -> Tensor:
@@ -241,12 +254,7 @@ def apply(op: Op, *inputs: Any, **attrs: Any) -> Any:
     if seg is not None:  # a compiled call is recording: no computation now
         out = seg.record(op, arrays, attrs)
     else:
-        try:
-            out = run_kernel(op.forward, np, *arrays, **attrs)
-        except IndexError as e:
-            raise IndexError(f"{op.name}: {e} (inputs: {_describe(inputs)})") from None
-        except _NUMPY_ERRORS as e:
-            raise RuntimeError(f"{op.name}: {e} (inputs: {_describe(inputs)})") from None
+        out = run_op(op, *arrays, **attrs)
     if op.n_aux:
         out, *aux = out
     if type(out) is not _ndarray and seg is None:

@@ -2,9 +2,10 @@
 (im2col/col2im), ``max_dim``/``min_dim`` (max-pooling's windows) and ``scatter`` (their
 gradient). NumPy runs each of these as several passes with Python in between (fold adds
 one strided slice per kernel tap); in C each is one pass over its output with the sizes
-and the inputs' strides written in, so the compiler emits them instead of calling the
-op table's NumPy kernel. Results are bit-identical to that kernel: the same additions in
-the same order, the same first extreme (NaN included).
+and the inputs' strides written in (or read at run time, for dynamic sizes), so the
+compiler emits them instead of calling the op table's NumPy kernel. Results are
+bit-identical to that kernel: the same additions in the same order, the same first extreme
+(NaN included).
 
 A template renders the body of ``int64_t fn(int64_t n, [sz,] const T* in0, ..., out0, ...)``
 (``sz``: the sizes a dynamic kernel reads at run time):
@@ -23,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from fluxion.compiler.graph import GNode, Ref
+from fluxion.compiler.layout import c_strides
 
 if TYPE_CHECKING:
     from fluxion.compiler.codegen.c import Sizes
@@ -38,12 +40,12 @@ class Template:
 
     # the node's array operands, in the order the C receives them (None: not handled)
     operands: Callable[[GNode], list[Ref] | None]
-    # (operand layouts, output shapes, C type of the values, attrs) -> the function body
+    # (operand layouts, output shapes, C type of the values, Sizes, attrs) -> the body
     render: Callable[..., str]
 
 
 def _parallel(work: str) -> str:
-    from fluxion.compiler.codegen.c import PARALLEL_MIN
+    from fluxion.compiler.codegen.c import PARALLEL_MIN  # c imports this module
 
     return f"#pragma omp parallel for if ({work} > {PARALLEL_MIN})"
 
@@ -204,7 +206,7 @@ def _scatter(ins: list[Layout], outs: list[tuple], ctype: str, sz: Sizes, dim: i
              **_: Any) -> str:
     (shape, a_st), (ishape, s_st), (_, i_st) = ins
     d = dim % len(shape)
-    out_st = _c_strides(shape)
+    out_st = c_strides(shape)
     opens, closes, a_off = _walk(shape, a_st, "c", "  ", sz)
     # copy the base, then write each source element where its index says along ``dim``
     copy = [*opens, f"  {'  ' * len(opens)}out0[e++] = in0[{a_off}];", *closes]
@@ -225,12 +227,6 @@ def _scatter(ins: list[Layout], outs: list[tuple], ctype: str, sz: Sizes, dim: i
     ]
     closing = [f"  {'  ' * j}}}" for j in reversed(range(len(ishape)))]
     return "\n".join(["  int64_t e = 0;", *copy, *loops, *body, *closing, "  return 0;"])
-
-
-def _c_strides(shape: tuple[int, ...]) -> tuple[int, ...]:
-    from fluxion.compiler.layout import c_strides
-
-    return c_strides(shape)
 
 
 def _scatter_operands(node: GNode) -> list[Ref] | None:
@@ -263,8 +259,12 @@ def template_for(graph: Any, i: int) -> list[Ref] | None:
     specs = [graph.spec(r) for r in refs]
     if any(d != n.dtype for _, d in specs[:2]) or any(0 in s for s, _ in specs):
         return None
-    if n.op == "scatter" and (specs[2][1] != _INT64 or specs[1][0] != specs[2][0]
-                              or len(specs[0][0]) != len(specs[2][0])):
+    if n.op == "scatter" and (
+            specs[2][1] != _INT64 or specs[1][0] != specs[2][0]
+            or len(specs[0][0]) != len(specs[2][0])
+            # positions off ``dim`` come from the index's shape: past the base's, NumPy
+            # raises, and the C would write out of bounds
+            or any(i > a for i, a in zip(specs[2][0], specs[0][0]))):
         return None
     if n.op in ("unfold", "fold") and len(specs[0][0]) != (4 if n.op == "unfold" else 3):
         return None
