@@ -200,3 +200,26 @@ def test_templates_across_threads_at_mnist_sizes() -> None:
     check(lambda t: F.unfold(t[:, :, :12, :12] * 1, 5), x, op="unfold")
     cols = fluxion.tensor(rng.standard_normal((64, 250, 64)).astype(np.float32))
     check(lambda t: F.fold(t * 1, (12, 12), 5), cols, op="fold")
+
+
+def test_template_refuses_what_it_would_read_or_write_out_of_bounds() -> None:
+    """Hand-built nodes the wrappers would have refused: the template declines them (the
+    NumPy kernel then raises), so the C never indexes past an array."""
+    from fluxion.compiler.codegen.templates import template_for
+    from fluxion.compiler.graph import GNode, Graph
+
+    f32, i64 = np.dtype(np.float32), np.dtype(np.int64)
+
+    def one(inputs: list, node: GNode) -> Any:
+        return template_for(Graph(inputs, [node], [("n", 0)]), 0)
+
+    ok = GNode("scatter", (("in", 0), ("in", 1)), {"dim": 1, "index": ("in", 2)}, (2, 3), f32)
+    base = [((2, 3), f32), ((2, 3), f32), ((2, 3), i64)]
+    assert one(base, ok) is not None
+    assert one(base, GNode("scatter", ok.args, {"dim": 2, "index": ("in", 2)},
+                           (2, 3), f32)) is None  # no such dim
+    assert one([((2, 3), f32), ((3, 3), f32), ((3, 3), i64)], ok) is None  # index too long
+    fold = {"size": (6, 6), "kernel": (2, 2), "stride": (1, 1), "dilation": (1, 1)}
+    assert one([((2, 36, 25), f32)], GNode("fold", (("in", 0),), fold, (2, 9, 6, 6), f32))
+    assert one([((2, 36, 10), f32)],
+               GNode("fold", (("in", 0),), fold, (2, 9, 6, 6), f32)) is None  # wrong blocks

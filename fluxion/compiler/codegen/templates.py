@@ -266,8 +266,17 @@ def template_for(graph: Any, i: int) -> list[Ref] | None:
             # raises, and the C would write out of bounds
             or any(i > a for i, a in zip(specs[2][0], specs[0][0]))):
         return None
+    if n.op == "scatter" and not -len(n.shape) <= n.attrs["dim"] < len(n.shape):
+        return None
     if n.op in ("unfold", "fold") and len(specs[0][0]) != (4 if n.op == "unfold" else 3):
         return None
+    if n.op == "fold":  # the columns must be what the geometry says (NumPy's reshape checks)
+        (kh, kw), (_, c, h, w) = n.attrs["kernel"], n.shape
+        oh, ow = _conv_geometry(h, w, n.attrs["kernel"], n.attrs["stride"],
+                                n.attrs["dilation"])
+        if len(n.shape) != 4 or specs[0][0][1:] != (c * kh * kw, oh * ow) or oh <= 0 \
+                or ow <= 0:
+            return None
     if n.op in ("max_dim", "min_dim") and not specs[0][0]:
         return None
     return refs
