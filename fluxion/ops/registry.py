@@ -196,7 +196,15 @@ def _describe(inputs: tuple) -> str:
 def run_op(op: Op, *arrays: Any, **attrs: Any) -> Any:
     """``op``'s NumPy kernel on arrays, NumPy's errors as the op's own (named, with the
     inputs' shapes and dtypes): what eager raises, for callers that hold arrays (the
-    compiler's library calls)."""
+    compiler's library calls).
+
+    >>> import numpy as np
+    >>> run_op(OPS["add"], np.ones(2), 1.0)
+    array([2., 2.])
+    >>> run_op(OPS["matmul"], np.ones((2, 3)), np.ones((2, 3)))  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    RuntimeError: matmul: ... (inputs: [2, 3] float64, [2, 3] float64)
+    """
     try:
         return run_kernel(op.forward, np, *arrays, **attrs)
     except IndexError as e:

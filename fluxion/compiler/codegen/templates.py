@@ -248,7 +248,14 @@ TEMPLATES: dict[str, Template] = {
 
 def template_for(graph: Any, i: int) -> list[Ref] | None:
     """The operands of node ``i`` if it is emitted from a template, else None: float32 or
-    float64 values (int64 indices), shapes the template handles."""
+    float64 values (int64 indices), shapes the template handles.
+
+    >>> from fluxion.compiler.graph import Graph
+    >>> f32, i64 = np.dtype("float32"), np.dtype("int64")
+    >>> pool = GNode("max_dim", (("in", 0),), {"dim": 2}, (2, 3, 5), f32, (((2, 3, 5), i64),))
+    >>> template_for(Graph([((2, 3, 4, 5), f32)], [pool], [("n", 0)]), 0)
+    [('in', 0)]
+    """
     n = graph.nodes[i]
     t = TEMPLATES.get(n.op)
     if t is None or n.dtype not in _FLOATS:
