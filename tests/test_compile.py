@@ -453,6 +453,12 @@ def _overlapping_writes(a: Any, b: Any) -> Any:
     return a + b
 
 
+def _fused_read_after_write(x: Any, _: Any) -> Any:
+    y = x * 2      # fuses into the exp below, so the kernel that reads x runs after...
+    x.add_(1)      # ...this write, which must then not land in x's memory in place
+    return y.exp()
+
+
 VIEW_PROGRAMS = {
     "input_view_sees_base_write": (lambda x, v: (x.add_(1), v * 2)[1], _two_views),
     "base_sees_input_view_write": (lambda x, v: (v.mul_(10), x * 1)[1], _two_views),
@@ -461,6 +467,7 @@ VIEW_PROGRAMS = {
     "view_made_inside": (_view_made_inside, _two_views),
     "write_through_views": (_write_through_view, _two_views),
     "overlapping_inputs": (_overlapping_writes, _overlapping),
+    "fused_read_after_in_place_write": (_fused_read_after_write, _two_views),
 }
 
 

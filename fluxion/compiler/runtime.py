@@ -3,7 +3,6 @@ products) and generated kernels, with each intermediate freed after its last use
 
 from __future__ import annotations
 
-import bisect
 import ctypes
 import sys
 import time
@@ -42,8 +41,8 @@ class Program:
     _last_use: dict[tuple, int] = field(default_factory=dict)
     _free_at: dict[int, list[tuple]] = field(default_factory=dict)
     _in_last_use: dict[int, int] = field(default_factory=dict)
-    # (steps, inputs): each input by the last step that reads it, sorted
-    _in_by_last_use: tuple[list[int], list[int]] = field(default_factory=lambda: ([], []))
+    _in_last: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))  # -1: unread
+    _step_of: dict[int, int] = field(default_factory=dict)  # node -> the step running it
     _expect: dict[str, list[tuple]] = field(default_factory=dict)  # kernel -> input layouts
     _np_fns: dict[str, Any] = field(default_factory=dict)
     # each C kernel's leading arguments: n, then (dynamic kernels) the address of _params
@@ -56,8 +55,10 @@ class Program:
     _pool: dict[tuple, list[np.ndarray]] = field(default_factory=dict)
     _recycle: dict[int, np.ndarray | None] = field(default_factory=dict)  # output kernels
     _where: tuple = ()
-    _overlaps: dict[tuple, bool] = field(default_factory=dict)
     _bounds: tuple = ()  # the inputs' memory extents (first byte, one past the last)
+    # per in-place target: whether an input read after its kernel overlaps its memory
+    _blocked: dict[tuple, bool] = field(default_factory=dict)
+    _blocked_key: tuple = ()
     _targets: dict[tuple, np.ndarray] = field(default_factory=dict)
     _inputs: list[np.ndarray] = field(default_factory=list)
     # the schedule as run: (node, its kernel or None, the values to free after it)
@@ -73,13 +74,7 @@ class Program:
                          if is_ref(self.graph.outputs[j])}
         self._inputs = inputs
         if self._targets:
-            # where the inputs live: the same memory as last call keeps last call's answers
-            # to "does this target overlap an input read later?"
-            where = tuple((_address(a), a.shape, a.strides) if type(a) is np.ndarray
-                          else None for a in inputs)
-            if where != self._where:
-                self._where, self._overlaps = where, {}
-                self._bounds = _byte_bounds(inputs)
+            self._check_targets(inputs)
         env: dict[tuple, Any] = {("in", k): a for k, a in enumerate(inputs)}
         for k, c in enumerate(self.graph.consts):
             env[("const", k)] = c
@@ -127,7 +122,7 @@ class Program:
         target = None if k.template else self._targets.get(("n", k.root))
         if target is not None and target.shape == root.shape and target.dtype == root.dtype \
                 and target.flags.c_contiguous and target.flags.writeable \
-                and not self._overlaps_later_read(target, step) \
+                and not self._blocked.get(("n", k.root), True) \
                 and all(_aligned_or_apart(target, a) for a in reads):
             return target
         if k.name in self._scratch_ok:
@@ -154,20 +149,29 @@ class Program:
             if len(free) < 4:
                 free.append(v)
 
-    def _overlaps_later_read(self, target: np.ndarray, step: int) -> bool:
-        """Whether ``target`` shares memory with a graph input that a step after ``step``
-        still reads (then writing it in place would change what that step sees)."""
-        key = (step, _address(target), target.shape, target.strides)
-        hit = self._overlaps.get(key)
-        if hit is None:
-            steps, inputs = self._in_by_last_use
-            later = inputs[bisect.bisect_right(steps, step):]
-            lo, hi = self._bounds
-            t_lo, t_hi = (b[0] for b in _byte_bounds([target]))
-            # the extents overlap: what np.may_share_memory decides, for all at once
-            hit = self._overlaps[key] = bool(later) and bool(np.any(
-                (lo[later] < t_hi) & (t_lo < hi[later])))
-        return hit
+    def _check_targets(self, inputs: list[np.ndarray]) -> None:
+        """For every in-place target at once: does its memory overlap a graph input that a
+        step after its kernel still reads? (Then writing it in place would change what that
+        step sees.) Extents overlapping is what ``np.may_share_memory`` decides; the same
+        memory as last call keeps last call's answers."""
+        where = tuple((_address(a), a.shape, a.strides) if type(a) is np.ndarray else None
+                      for a in inputs)
+        if where != self._where:
+            self._where, self._blocked_key = where, ()
+            self._bounds = _byte_bounds(inputs)
+        refs = list(self._targets)
+        arrays = [self._targets[r] for r in refs]
+        key = tuple((r, _address(a), a.shape, a.strides) for r, a in zip(refs, arrays))
+        if key == self._blocked_key:
+            return
+        lo, hi = self._bounds
+        t_lo, t_hi = _byte_bounds(arrays)
+        steps = np.array([self._step_of.get(r[1], -1) if r[0] == "n" else -1 for r in refs],
+                         np.int64)
+        overlap = (lo[None, :] < t_hi[:, None]) & (t_lo[:, None] < hi[None, :])
+        later = self._in_last[None, :] > steps[:, None]
+        self._blocked = dict(zip(refs, (overlap & later).any(axis=1).tolist()))
+        self._blocked_key = key
 
     def _run_kernel(self, k: Kernel, env: dict, step: int) -> np.ndarray:
         fn = self._fns[k.name]
@@ -386,8 +390,10 @@ def build_program(graph: Graph, backend: str = "auto", dynamic: bool = False) ->
         for r in reads:
             if r[0] == "in":
                 prog._in_last_use[r[1]] = step
-    by_last = sorted((step, j) for j, step in prog._in_last_use.items())
-    prog._in_by_last_use = ([s for s, _ in by_last], [j for _, j in by_last])
+    prog._in_last = np.full(len(opt.inputs), -1, np.int64)
+    for j, step in prog._in_last_use.items():
+        prog._in_last[j] = step
+    prog._step_of = {i: step for step, i in enumerate(schedule)}
     for k in kernels:
         root = opt.nodes[k.root]
         if ("n", k.root) in outputs and int(np.prod(root.shape)) * root.dtype.itemsize \
