@@ -291,6 +291,46 @@ def test_changing_python_scalars(name: str) -> None:
         assert_same_outputs(compiled(x, v), f(x, v), TOL)
 
 
+def test_capture_reuses_shapes_only_for_the_same_operands(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A call that records what the last one did reuses its shapes and layouts (no shape
+    rule runs); a new layout, dtype, size, number type or index changes the answer."""
+    from fluxion.ops.registry import Op
+
+    def f(x: Any, idx: Any, s: Any) -> Any:
+        y = x.t().exp() * s           # a view: its layout depends on x's strides
+        return y.gather(0, idx) + y.sum(0), idx * s  # int or float: as s is
+
+    compiled = fluxion.compile(f, backend="numpy", dynamic=False)
+    rng = np.random.default_rng(0)
+    base = rng.standard_normal((3, 4))
+    idx = fluxion.tensor([[0, 1, 2], [3, 3, 0]])
+    calls = [
+        (fluxion.tensor(base), idx, 2),
+        (fluxion.tensor(base), idx, 2),  # the same: memoised
+        (fluxion.tensor(base.T.copy()).t(), idx, 2),  # same shape, transposed strides
+        (fluxion.tensor(base, dtype=fluxion.float32), idx, 2),  # another dtype
+        (fluxion.tensor(base), idx, 2.0),  # a float equal to the int that was there
+        (fluxion.tensor(base), fluxion.tensor([[1, 1, 1]]), 2),  # a smaller index
+        (fluxion.tensor(base[:, :2]), fluxion.tensor([[1, 0, 1]]), 2),  # fewer columns
+    ]
+    inferred = []
+    real_infer = Op.infer
+
+    def counting(self: Op, *a: Any, **k: Any) -> Any:
+        inferred[-1] += 1
+        return real_infer(self, *a, **k)
+
+    monkeypatch.setattr(Op, "infer", counting)
+    for x, i, s in calls:
+        inferred.append(0)
+        got, want = compiled(x, i, s), f(x, i, s)
+        assert [g.dtype for g in got] == [w.dtype for w in want]
+        assert_same_outputs(got, want, TOL)
+    assert inferred[1] == 0 and inferred[0] > 0
+    assert all(n > 0 for n in inferred[2:])
+
+
 @pytest.mark.parametrize("dynamic, graphs", [(True, 1), (False, 5), (None, 1)])
 def test_dynamic_flag(dynamic: bool | None, graphs: int) -> None:
     """True: scalars are inputs from the start; False: one graph per value; None (the

@@ -133,8 +133,10 @@ class CompiledFunction:
         self.programs: dict[tuple, Program] = {}
         self.order: list[tuple] = []
         self.slot_keys: dict[int, list[tuple]] = {}  # graph position in a call -> its keys
-        self._last_graph: dict[int, tuple] = {}  # position -> last (nodes, inputs, outputs, key)
+        # position -> last (nodes, inputs, outputs, key, program)
+        self._last_graph: dict[int, tuple] = {}
         self._slot = 0
+        self._memo: dict[int, list[tuple]] = {}  # slot -> last recording there
         self.stats = CompileStats()
         self.timings: dict[str, float] = {"run_s": 0.0}
         self.last_programs: list[Program] = []
@@ -212,19 +214,25 @@ class CompiledFunction:
             )
         state.segment = Segment(self)  # recording resumes after the value is produced
 
-    def _program_for(self, graph: Graph, reason: str) -> Program:
+    def _program_for(self, graph: Graph, reason: str, same_nodes: bool = False) -> Program:
+        """The compiled program for a captured graph; ``same_nodes``: capture found every
+        node equal to the last graph's at this place."""
         slot = self._slot
         # the same ops as last time at this place (node equality, cheap) -> the same key;
         # equal-valued numbers of another type (2 and 2.0) leave every node's dtype, and
         # so the result, the same
         last = self._last_graph.get(slot)
-        if last is not None and last[0] == graph.nodes and last[1] == graph.inputs \
-                and last[2] == graph.outputs:
-            key = last[3]
-        else:
-            key = graph.key()
-        self._last_graph[slot] = (graph.nodes, graph.inputs, graph.outputs, key)
         self._slot += 1
+        if last is not None and (same_nodes or last[0] == graph.nodes) \
+                and last[1] == graph.inputs and last[2] == graph.outputs:
+            # last call's graph again (the steady state of a loop): its program, without
+            # hashing the key
+            prog = last[4]
+            self._last_graph[slot] = (graph.nodes, graph.inputs, graph.outputs, last[3], prog)
+            prog.captured = graph  # type: ignore[attr-defined]
+            self.last_programs.append(prog)
+            return prog
+        key = graph.key()
         seen = self.slot_keys.setdefault(slot, [])
         sizes_only = bool(seen) and key not in seen and \
             _strip_sizes(seen[-1]) == _strip_sizes(key)
@@ -270,6 +278,7 @@ class CompiledFunction:
             self.stats.graphs += 1
             if prog.cache_hit:
                 self.stats.cache_hits += 1
+        self._last_graph[slot] = (graph.nodes, graph.inputs, graph.outputs, key, prog)
         prog.captured = graph  # type: ignore[attr-defined]
         self.last_programs.append(prog)
         return prog

@@ -197,6 +197,15 @@ class Segment:
         # the Python numbers that become graph inputs rather than constants
         self.lift: tuple[type, ...] = (int, float) if owner.lift_scalars else \
             (float,) if owner.dynamic is not False else ()
+        # the same place's recording last call: while every op so far has matched it
+        # (same op, operands, attributes and input layouts), its shapes, dtypes and
+        # layouts are reused instead of inferred again, and a graph that matched all
+        # the way through needs no node-by-node comparison to find its key
+        self.slot: int = owner._slot
+        self._prev: list[tuple] = owner._memo.get(self.slot, [])
+        self.memo: list[tuple] = []
+        self.matched = True
+        self._attr_inputs: list[int] = []  # graph inputs met in the current op's attributes
 
     # --- recording -----------------------------------------------------------------
     def _ref(self, x: Any) -> Any:
@@ -220,7 +229,10 @@ class Segment:
         if t in _PLAIN or (t is tuple and all(type(x) is int for x in v)):
             return v
         if isinstance(v, (np.ndarray, LazyArray)):
-            return self._ref(v)
+            r = self._ref(v)
+            if r[0] == "in":
+                self._attr_inputs.append(r[1])
+            return r
         if isinstance(v, tuple):
             return tuple(self._attr(x) for x in v)
         if isinstance(v, list):
@@ -229,12 +241,7 @@ class Segment:
 
     def record(self, op: Op, arrays: list, attrs: dict) -> Any:
         """Add ``op`` to the graph; its outputs come back as LazyArrays."""
-        shape, dtype = _same_shape_rule(op, arrays) if op.kind in _ELEMENTWISE and not attrs \
-            else (None, None)
-        if shape is None:
-            specs = [Spec(a.shape, a.dtype) if isinstance(a, (LazyArray, np.ndarray)) else a
-                     for a in arrays]
-            shape, dtype = op.infer(*specs, **{k: _attr_value(v) for k, v in attrs.items()})
+        operands = arrays
         lift = self.lift
         if lift and op.kind in _ELEMENTWISE and any(type(a) in lift for a in arrays):
             # Python floats (learning rates, bias corrections...) are inputs, not constants,
@@ -244,15 +251,26 @@ class Segment:
             arrays = [np.asarray(a, like) if like is not None and type(a) in lift
                       else a for a in arrays]
         args = tuple([self._ref(a) for a in arrays])
+        self._attr_inputs: list[int] = []
         gattrs = {k: self._attr(v) for k, v in attrs.items()} if attrs else {}
-        aux = tuple((shape, np.dtype(np.int64)) for _ in range(op.n_aux)) if op.n_aux else ()
         i = len(self.nodes)
-        self.nodes.append(GNode(op.name, args, gattrs, tuple(shape), np.dtype(dtype), aux))
-        if op.view:
-            estrides, is_view = _view_layout(op, arrays[0], attrs)
-            out = LazyArray(self, ("n", i), shape, dtype, estrides, is_view)
+        sig = self._signature(op, args, gattrs)
+        if self.matched and i < len(self._prev) and self._prev[i][0] == sig:
+            shape, dtype, estrides, is_view = self._prev[i][1]
         else:
-            out = LazyArray(self, ("n", i), shape, dtype)
+            self.matched = False
+            shape, dtype = _same_shape_rule(op, operands) \
+                if op.kind in _ELEMENTWISE and not attrs else (None, None)
+            if shape is None:
+                specs = [Spec(a.shape, a.dtype) if isinstance(a, (LazyArray, np.ndarray))
+                         else a for a in operands]
+                shape, dtype = op.infer(*specs, **{k: _attr_value(v) for k, v in attrs.items()})
+            shape, dtype = tuple(shape), np.dtype(dtype)
+            estrides, is_view = _view_layout(op, arrays[0], attrs) if op.view else (None, False)
+        self.memo.append((sig, (shape, dtype, estrides, is_view)))
+        aux = tuple((shape, _INT64) for _ in range(op.n_aux)) if op.n_aux else ()
+        self.nodes.append(GNode(op.name, args, gattrs, shape, dtype, aux))
+        out = LazyArray(self, ("n", i), shape, dtype, estrides, is_view)
         self.lazies.append(weakref.ref(out))
         if not op.n_aux:
             return out
@@ -262,6 +280,20 @@ class Segment:
             self.lazies.append(weakref.ref(la))
             extras.append(la)
         return (out, *extras)
+
+    def _signature(self, op: Op, args: tuple, gattrs: dict) -> tuple:
+        """What an op's shape, dtype and layout depend on: the op, its operands (values by
+        position, graph inputs with their layout), Python numbers with their type (2 and
+        2.0 differ), attributes (with the layout of graph inputs inside them)."""
+        inputs = self.inputs
+        operands = tuple([(a, inputs[a[1]].shape, inputs[a[1]].dtype, inputs[a[1]].strides)
+                          if type(a) is tuple and a and a[0] == "in" else
+                          a if type(a) is tuple else (type(a), a) for a in args])
+        if not gattrs:
+            return (op, operands)
+        return (op, operands, tuple([(k, type(v), v) for k, v in gattrs.items()]),
+                tuple([(inputs[k].shape, inputs[k].dtype, inputs[k].strides)
+                       for k in self._attr_inputs]))
 
     def track(self, tensor: Any) -> None:
         """Remember a tensor whose data is lazy, to hand it its array after the run."""
@@ -306,7 +338,9 @@ class Segment:
         graph = Graph(inputs=[(a.shape, a.dtype) for a in self.inputs], nodes=self.nodes,
                       outputs=outputs)
         t0 = time.perf_counter()
-        program = self.owner._program_for(graph, reason)
+        same = self.matched and len(self.nodes) == len(self._prev)
+        program = self.owner._program_for(graph, reason, same)
+        self.owner._memo[self.slot] = self.memo
         targets = {}  # output position -> the memory that value must end up in
         for t, memory in self.mutations.values():
             d = t._data
@@ -370,6 +404,7 @@ def _same_shape_rule(op: Op, arrays: list) -> tuple[Any, Any]:
 
 
 _BOOL = np.dtype(bool)
+_INT64 = np.dtype(np.int64)
 
 
 _PLAIN = frozenset({int, float, bool, str, type(None)})
