@@ -508,6 +508,35 @@ def test_outputs_reuse_memory_only_once_the_caller_dropped_them() -> None:
     np.testing.assert_array_equal(view, ((x + 2) * 2)[::2])
 
 
+@needs_cc
+def test_an_intermediate_read_through_a_view_is_pooled_after_the_view() -> None:
+    """A kernel result that only a view reads goes back to the pool once the view's last
+    reader has run (the next call's kernel writes into it: no fresh pages); one whose
+    view escapes as an output never does."""
+    size = 1 << 15
+    rows = (128, size // 128)
+    g = Graph([((size,), F32), ((rows[1], 4), F32)],
+              [node("exp", X, sh=(size,)), node("reshape", n(0), sh=rows, shape=rows),
+               node("matmul", n(1), Y, sh=(rows[0], 4))], [n(2)])
+    prog = runtime.build_program(g, "c")
+    rng = np.random.default_rng(0)
+    x, y = rng.standard_normal(size).astype(np.float32), np.ones((rows[1], 4), np.float32)
+    (out,) = prog.run([x, y])
+    pooled = prog._pool[((size,), F32)]
+    assert len(pooled) == 1
+    address = pooled[0].ctypes.data
+    (again,) = prog.run([x * 0, y])
+    assert [a.ctypes.data for a in prog._pool[((size,), F32)]] == [address]  # used, back
+    np.testing.assert_allclose(out, np.exp(x).reshape(rows) @ y, rtol=1e-5)
+    np.testing.assert_allclose(again, np.full((rows[0], 4), rows[1], np.float32))
+    escaping = Graph(g.inputs, g.nodes, [n(2), n(1)])
+    prog = runtime.build_program(escaping, "c")
+    (_, view) = prog.run([x, y])
+    assert not prog._pool.get(((size,), F32))
+    prog.run([x * 0, y])
+    np.testing.assert_allclose(view, np.exp(x).reshape(rows), rtol=1e-6)
+
+
 def test_program_backends_directly() -> None:
     """``build_program`` on the same graph with each backend: same outputs."""
     g = Graph([((3, 4), F32), ((4,), F32)],

@@ -142,12 +142,20 @@ class Program:
 
     def _release(self, v: Any) -> None:
         """Pool an intermediate after its last read when nothing else refers to it (no
-        view, no tensor, no output): reusing it can then change nothing anyone sees."""
-        if type(v) is np.ndarray and v.base is None and v.nbytes >= _POOL_MIN \
-                and sys.getrefcount(v) == 2:  # ``v`` and getrefcount's own argument
-            free = self._pool.setdefault((v.shape, v.dtype), [])
-            if len(free) < 4:
-                free.append(v)
+        view, no tensor, no output): reusing it can then change nothing anyone sees. The
+        last view of an array that nothing else holds any more hands back the array."""
+        if type(v) is not np.ndarray or v.nbytes < _POOL_MIN or sys.getrefcount(v) != 2:
+            return  # (``v`` and getrefcount's own argument)
+        base = v.base
+        if base is not None:
+            # the view's reference, ``base`` and the argument: nobody else holds it
+            if type(base) is not np.ndarray or base.base is not None \
+                    or sys.getrefcount(base) != 3:
+                return
+            v = base
+        free = self._pool.setdefault((v.shape, v.dtype), [])
+        if len(free) < _POOL_DEPTH:
+            free.append(v)
 
     def _check_targets(self, inputs: list[np.ndarray]) -> None:
         """For every in-place target at once: does its memory overlap a graph input that a
@@ -249,6 +257,7 @@ class Program:
 
 
 _POOL_MIN = 1 << 16  # bytes; smaller arrays come from malloc's free lists anyway
+_POOL_DEPTH = 8  # arrays kept per (shape, dtype)
 _from_buffer, _addressof = ctypes.c_char.from_buffer, ctypes.addressof
 
 
