@@ -1,8 +1,9 @@
-"""The C templates for library ops (unfold, fold, max_dim/min_dim, scatter): compiled
-results are bit-identical to eager's NumPy kernels on contiguous and strided (in-graph view)
-inputs, NaN and ties included; the template really ran (the graph holds its kernel);
-inputs the C does not handle (an index out of range) raise eager's error; and gradients of
-convolution and max-pooling through them match eager and PyTorch."""
+"""The C templates for library ops (unfold, fold, max_dim/min_dim, scatter, softmax):
+compiled results are bit-identical (softmax: within a few ulps) to eager's NumPy kernels on
+contiguous and strided (in-graph view) inputs, NaN and ties included; the template really
+ran (the graph holds its kernel); inputs the C does not handle (an index out of range)
+raise eager's error; and gradients of convolution and max-pooling through them match eager
+and PyTorch."""
 
 from __future__ import annotations
 
@@ -180,6 +181,79 @@ def test_conv_and_max_pool_gradients_through_templates(dtype: Any) -> None:
     tol = dict(rtol=1e-4, atol=1e-4) if dtype == fluxion.float32 else dict(rtol=1e-10)
     for g, t in zip(got[1:], ts):
         np.testing.assert_allclose(g, t.grad.numpy(), **tol)
+
+
+def _softmax_rows(rng: np.random.Generator, dtype: Any) -> np.ndarray:
+    """Rows as models make them, and the odd ones: a causal mask (-inf), a long row past
+    the vector lanes, huge and tiny values, NaN, +inf, all -inf."""
+    x = rng.standard_normal((3, 5, 37)) * 4
+    x[0] = np.where(np.tril(np.ones((5, 37), bool)), x[0], -np.inf)
+    x[1, 0, :3] = [80.0, -80.0, 1e-30]
+    x[1, 1, 7] = np.nan
+    x[1, 2, 4] = np.inf
+    x[1, 3] = -np.inf
+    x[2, 4] -= 200.0  # far below the clamp once shifted, but for its own maximum
+    return x.astype(dtype)
+
+
+SOFTMAX_LAYOUTS = {
+    "contiguous": lambda t: t * 1,
+    "transposed": lambda t: (t * 1).transpose(1, 2),  # rows along a strided axis
+    "sliced": lambda t: (t * 1)[:, 1:, ::2],
+}
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("layout", list(SOFTMAX_LAYOUTS))
+def test_softmax_matches_eager(dtype: Any, layout: str) -> None:
+    """Compiled softmax along the last axis runs the C template (no NumPy fallback) and
+    equals eager to a few ulps: NaN and all -inf rows NaN, masked entries exactly 0."""
+    rng = np.random.default_rng(5)
+    x = fluxion.tensor(_softmax_rows(rng, dtype))
+    view = SOFTMAX_LAYOUTS[layout]
+
+    def fn(t: Any) -> Any:
+        return F.softmax(view(t), dim=-1)
+
+    cf = fluxion.compile(fn)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(runtime.Program, "_library_value", _no_fallback)
+        with np.errstate(invalid="ignore"):
+            got, want = cf(x).numpy(), fn(x).numpy()
+    assert "softmax" in _templated_ops(cf)
+    assert got.dtype == want.dtype and got.shape == want.shape
+    ulp = np.finfo(dtype).eps
+    np.testing.assert_allclose(got, want, rtol=4 * ulp, atol=np.finfo(dtype).tiny,
+                               equal_nan=True)
+    assert np.array_equal(np.isnan(got), np.isnan(want))
+    assert np.all(got[want == 0] == 0)
+
+
+def test_softmax_gradient_and_other_dims() -> None:
+    """The backward through the template matches eager and PyTorch; softmax along another
+    axis stays the library call."""
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(6)
+    a = rng.standard_normal((4, 6, 9))
+    w = rng.standard_normal((4, 6, 9))
+
+    def loss(t: Any, nn: Any = F) -> Any:
+        out = (nn.softmax(t, dim=-1) * w_of(t)).sum() + (nn.softmax(t, dim=1) ** 2).sum()
+        out.backward()
+        return out
+
+    def w_of(t: Any) -> Any:
+        return torch.tensor(w) if isinstance(t, torch.Tensor) else fluxion.tensor(w)
+
+    cf = fluxion.compile(loss)
+    t1, t2 = (fluxion.tensor(a, requires_grad=True) for _ in range(2))
+    cf(t1)
+    loss(t2)
+    assert "softmax" in _templated_ops(cf)
+    np.testing.assert_allclose(t1.grad.numpy(), t2.grad.numpy(), rtol=1e-12, atol=1e-15)
+    tt = torch.tensor(a, requires_grad=True)
+    loss(tt, nn=torch.nn.functional)
+    np.testing.assert_allclose(t1.grad.numpy(), tt.grad.numpy(), rtol=1e-10, atol=1e-12)
 
 
 def test_template_source_is_explained() -> None:

@@ -1,11 +1,12 @@
 """C kernels for library ops that are not elementwise: convolution's ``unfold``/``fold``
-(im2col/col2im), ``max_dim``/``min_dim`` (max-pooling's windows) and ``scatter`` (their
-gradient). NumPy runs each of these as several passes with Python in between (fold adds
-one strided slice per kernel tap); in C each is one pass over its output with the sizes
-and the inputs' strides written in (or read at run time, for dynamic sizes), so the
-compiler emits them instead of calling the op table's NumPy kernel. Results are
-bit-identical to that kernel: the same additions in the same order, the same first extreme
-(NaN included).
+(im2col/col2im), ``max_dim``/``min_dim`` (max-pooling's windows), ``scatter`` (their
+gradient) and ``softmax`` along the last axis (attention's). NumPy runs each of these as
+several passes with Python in between (fold adds one strided slice per kernel tap); in C
+each is one pass over its output with the sizes and the inputs' strides written in (or
+read at run time, for dynamic sizes), so the compiler emits them instead of calling the
+op table's NumPy kernel. The first four are bit-identical to that kernel: the same
+additions in the same order, the same first extreme (NaN included). Softmax sums in
+vector lanes and calls ``fluxion_expf`` (within 1 ulp): within a few ulps of NumPy's.
 
 A template renders the body of ``int64_t fn(int64_t n, [sz,] const T* in0, ..., out0, ...)``
 (``sz``: the sizes a dynamic kernel reads at run time):
@@ -237,12 +238,77 @@ def _scatter_operands(node: GNode) -> list[Ref] | None:
     return [a, src, index]
 
 
+# --- softmax along the last axis ----------------------------------------------------------
+def _softmax(ins: list[Layout], outs: list[tuple], ctype: str, sz: Sizes, dim: int) -> str:
+    """One pass per row where NumPy makes five over the whole array: the maximum, the
+    shifted exponentials (kept in the output), their sum, the division. A row whose
+    maximum is finite (all of a model's, masked ones included) clamps the shifted value
+    to the range of ``fluxion_expf`` and writes an exact 0 below it (where exp is under
+    the smallest normal number); other rows (NaN, +-inf maximum) shift by 0 and call
+    ``exp`` as the NumPy kernel does. The maximum and the sum run in vector-wide lanes
+    (a float reduction does not vectorise without reassociation)."""
+    (shape, strides), = ins
+    length, step = shape[-1], strides[-1]
+    rows = math.prod(shape[:-1])
+    low, lanes, exp = ("-87.0f", 16, "fluxion_expf") if ctype == "float" else \
+        ("-700.0", 8, "exp")
+    row = _offset_of("r", shape[:-1], strides[:-1], sz)
+    n = sz(length)
+
+    def at(index: str) -> str:  # element ``index`` of the row
+        return f"x[({index}) * {sz(step)}]" if step != 1 else f"x[{index}]"
+
+    x = at("j")
+
+    return f"""  {_parallel(sz(rows * length))}
+  for (int64_t r = 0; r < {sz(rows)}; r++) {{
+    const {ctype}* x = in0 + {row};
+    {ctype}* restrict o = out0 + r * {n};
+    const int64_t full = {n} - {n} % {lanes};
+    {ctype} lm[{lanes}], ls[{lanes}];
+    int ln[{lanes}];
+    for (int l = 0; l < {lanes}; l++) {{ lm[l] = -INFINITY; ls[l] = 0; ln[l] = 0; }}
+    for (int64_t j = 0; j < full; j += {lanes})
+      for (int l = 0; l < {lanes}; l++) {{
+        const {ctype} v = {at("j + l")};
+        lm[l] = v > lm[l] ? v : lm[l];
+        ln[l] |= v != v;
+      }}
+    {ctype} m = -INFINITY, total = 0;
+    int nan = 0;
+    for (int64_t j = full; j < {n}; j++) {{
+      const {ctype} v = {x};
+      m = v > m ? v : m;
+      nan |= v != v;
+    }}
+    for (int l = 0; l < {lanes}; l++) {{ m = lm[l] > m ? lm[l] : m; nan |= ln[l]; }}
+    if (!nan && isfinite(m)) {{
+      #pragma omp simd
+      for (int64_t j = 0; j < {n}; j++) {{
+        const {ctype} d = {x} - m;
+        const {ctype} e = {exp}(d > {low} ? d : {low});
+        o[j] = d > {low} ? e : 0;
+      }}
+    }} else {{
+      for (int64_t j = 0; j < {n}; j++) o[j] = exp({x});
+    }}
+    for (int64_t j = 0; j < full; j += {lanes})
+      for (int l = 0; l < {lanes}; l++) ls[l] += o[j + l];
+    for (int64_t j = full; j < {n}; j++) total += o[j];
+    for (int l = 0; l < {lanes}; l++) total += ls[l];
+    #pragma omp simd
+    for (int64_t j = 0; j < {n}; j++) o[j] /= total;
+  }}
+  return 0;"""
+
+
 TEMPLATES: dict[str, Template] = {
     "unfold": Template(_conv_operands, _unfold),
     "fold": Template(_conv_operands, _fold),
     "max_dim": Template(_reduce_operands, _extreme(True)),
     "min_dim": Template(_reduce_operands, _extreme(False)),
     "scatter": Template(_scatter_operands, _scatter),
+    "softmax": Template(_reduce_operands, _softmax),
 }
 
 
@@ -286,6 +352,8 @@ def template_for(graph: Any, i: int) -> list[Ref] | None:
             return None
     if n.op in ("max_dim", "min_dim") and not specs[0][0]:
         return None
+    if n.op == "softmax" and (not n.shape or n.attrs["dim"] % len(n.shape) != len(n.shape) - 1):
+        return None  # the last axis only
     return refs
 
 
