@@ -203,42 +203,48 @@ SOFTMAX_LAYOUTS = {
 }
 
 
+@pytest.mark.parametrize("op", ["softmax", "log_softmax"])
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("layout", list(SOFTMAX_LAYOUTS))
-def test_softmax_matches_eager(dtype: Any, layout: str) -> None:
-    """Compiled softmax along the last axis runs the C template (no NumPy fallback) and
-    equals eager to a few ulps: NaN and all -inf rows NaN, masked entries exactly 0."""
+def test_softmax_matches_eager(op: str, dtype: Any, layout: str) -> None:
+    """Compiled softmax and log_softmax along the last axis run the C template (no NumPy
+    fallback) and equal eager to a few ulps: NaN where eager has NaN, masked entries
+    exactly 0 (softmax) or -inf (log_softmax)."""
     rng = np.random.default_rng(5)
     x = fluxion.tensor(_softmax_rows(rng, dtype))
     view = SOFTMAX_LAYOUTS[layout]
 
     def fn(t: Any) -> Any:
-        return F.softmax(view(t), dim=-1)
+        return getattr(F, op)(view(t), dim=-1)
 
     cf = fluxion.compile(fn)
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(runtime.Program, "_library_value", _no_fallback)
         with np.errstate(invalid="ignore"):
             got, want = cf(x).numpy(), fn(x).numpy()
-    assert "softmax" in _templated_ops(cf)
+    assert op in _templated_ops(cf)
     assert got.dtype == want.dtype and got.shape == want.shape
     ulp = np.finfo(dtype).eps
-    np.testing.assert_allclose(got, want, rtol=4 * ulp, atol=np.finfo(dtype).tiny,
-                               equal_nan=True)
+    # log_softmax subtracts the log of the sum (a few units here): near 0 its last bit
+    # is the absolute error, hence the absolute tolerance of a few of its ulps
+    atol = np.finfo(dtype).tiny if op == "softmax" else 16 * ulp
+    np.testing.assert_allclose(got, want, rtol=4 * ulp, atol=atol, equal_nan=True)
     assert np.array_equal(np.isnan(got), np.isnan(want))
-    assert np.all(got[want == 0] == 0)
+    edge = 0 if op == "softmax" else -np.inf
+    assert np.all(got[want == edge] == edge)
 
 
 def test_softmax_gradient_and_other_dims() -> None:
-    """The backward through the template matches eager and PyTorch; softmax along another
-    axis stays the library call."""
+    """The backward through the templates matches eager and PyTorch; softmax along
+    another axis stays the library call."""
     torch = pytest.importorskip("torch")
     rng = np.random.default_rng(6)
     a = rng.standard_normal((4, 6, 9))
     w = rng.standard_normal((4, 6, 9))
 
     def loss(t: Any, nn: Any = F) -> Any:
-        out = (nn.softmax(t, dim=-1) * w_of(t)).sum() + (nn.softmax(t, dim=1) ** 2).sum()
+        out = (nn.softmax(t, dim=-1) * w_of(t)).sum() + (nn.softmax(t, dim=1) ** 2).sum() \
+            + (nn.log_softmax(t, dim=-1) * w_of(t)).sum()
         out.backward()
         return out
 
@@ -249,7 +255,7 @@ def test_softmax_gradient_and_other_dims() -> None:
     t1, t2 = (fluxion.tensor(a, requires_grad=True) for _ in range(2))
     cf(t1)
     loss(t2)
-    assert "softmax" in _templated_ops(cf)
+    assert {"softmax", "log_softmax"} <= _templated_ops(cf)
     np.testing.assert_allclose(t1.grad.numpy(), t2.grad.numpy(), rtol=1e-12, atol=1e-15)
     tt = torch.tensor(a, requires_grad=True)
     loss(tt, nn=torch.nn.functional)

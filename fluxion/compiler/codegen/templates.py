@@ -1,12 +1,13 @@
 """C kernels for library ops that are not elementwise: convolution's ``unfold``/``fold``
 (im2col/col2im), ``max_dim``/``min_dim`` (max-pooling's windows), ``scatter`` (their
-gradient) and ``softmax`` along the last axis (attention's). NumPy runs each of these as
-several passes with Python in between (fold adds one strided slice per kernel tap); in C
-each is one pass over its output with the sizes and the inputs' strides written in (or
-read at run time, for dynamic sizes), so the compiler emits them instead of calling the
-op table's NumPy kernel. The first four are bit-identical to that kernel: the same
-additions in the same order, the same first extreme (NaN included). Softmax sums in
-vector lanes and calls ``fluxion_expf`` (within 1 ulp): within a few ulps of NumPy's.
+gradient) and ``softmax``/``log_softmax`` along the last axis (attention's, the loss's).
+NumPy runs each of these as several passes with Python in between (fold adds one strided
+slice per kernel tap); in C each is one pass over its output with the sizes and the
+inputs' strides written in (or read at run time, for dynamic sizes), so the compiler
+emits them instead of calling the op table's NumPy kernel. The first four are
+bit-identical to that kernel: the same additions in the same order, the same first
+extreme (NaN included). The softmaxes sum in vector lanes and call ``fluxion_expf``
+(within 1 ulp): within a few ulps of NumPy's.
 
 A template renders the body of ``int64_t fn(int64_t n, [sz,] const T* in0, ..., out0, ...)``
 (``sz``: the sizes a dynamic kernel reads at run time):
@@ -17,6 +18,7 @@ of range): the runtime then calls the NumPy kernel, which raises the user-facing
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -239,9 +241,11 @@ def _scatter_operands(node: GNode) -> list[Ref] | None:
 
 
 # --- softmax along the last axis ----------------------------------------------------------
-def _softmax(ins: list[Layout], outs: list[tuple], ctype: str, sz: Sizes, dim: int) -> str:
+def _softmax(ins: list[Layout], outs: list[tuple], ctype: str, sz: Sizes, dim: int,
+             log: bool = False) -> str:
     """One pass per row where NumPy makes five over the whole array: the maximum, the
-    shifted exponentials (kept in the output), their sum, the division. A row whose
+    shifted exponentials and their sum, the division (``log``: log_softmax, the shifted
+    values less the log of the sum). A row whose
     maximum is finite (all of a model's, masked ones included) clamps the shifted value
     to the range of ``fluxion_expf`` and writes an exact 0 below it (where exp is under
     the smallest normal number); other rows (NaN, +-inf maximum) shift by 0 and call
@@ -282,11 +286,42 @@ def _softmax(ins: list[Layout], outs: list[tuple], ctype: str, sz: Sizes, dim: i
       nan |= v != v;
     }}
     for (int l = 0; l < {lanes}; l++) {{ m = lm[l] > m ? lm[l] : m; nan |= ln[l]; }}
-    if (!nan && isfinite(m)) {{
+{_softmax_tail(ctype, lanes, n, x, exp, low, log)}
+  }}
+  return 0;"""
+
+
+def _softmax_tail(ctype: str, lanes: int, n: str, x: str, exp: str, low: str,
+                  log: bool) -> str:
+    """After the row's maximum ``m``: softmax keeps the exponentials in the output and
+    divides them by their sum; log_softmax keeps the shifted values and subtracts the
+    log of the sum."""
+    kept = f"{exp}(d > {low} ? d : {low})"
+    if log:
+        return f"""    if (!nan && isfinite(m)) {{
+      #pragma omp simd
+      for (int64_t j = 0; j < {n}; j++) o[j] = {x} - m;
+      for (int64_t j = 0; j < full; j += {lanes})
+        for (int l = 0; l < {lanes}; l++) {{
+          const {ctype} d = o[j + l];
+          ls[l] += d > {low} ? {kept} : 0;
+        }}
+      for (int64_t j = full; j < {n}; j++) {{
+        const {ctype} d = o[j];
+        total += d > {low} ? {kept} : 0;
+      }}
+      for (int l = 0; l < {lanes}; l++) total += ls[l];
+    }} else {{
+      for (int64_t j = 0; j < {n}; j++) {{ o[j] = {x}; total += exp(o[j]); }}
+    }}
+    const {ctype} lse = log(total);
+    #pragma omp simd
+    for (int64_t j = 0; j < {n}; j++) o[j] -= lse;"""
+    return f"""    if (!nan && isfinite(m)) {{
       #pragma omp simd
       for (int64_t j = 0; j < {n}; j++) {{
         const {ctype} d = {x} - m;
-        const {ctype} e = {exp}(d > {low} ? d : {low});
+        const {ctype} e = {kept};
         o[j] = d > {low} ? e : 0;
       }}
     }} else {{
@@ -297,9 +332,7 @@ def _softmax(ins: list[Layout], outs: list[tuple], ctype: str, sz: Sizes, dim: i
     for (int64_t j = full; j < {n}; j++) total += o[j];
     for (int l = 0; l < {lanes}; l++) total += ls[l];
     #pragma omp simd
-    for (int64_t j = 0; j < {n}; j++) o[j] /= total;
-  }}
-  return 0;"""
+    for (int64_t j = 0; j < {n}; j++) o[j] /= total;"""
 
 
 TEMPLATES: dict[str, Template] = {
@@ -309,6 +342,7 @@ TEMPLATES: dict[str, Template] = {
     "min_dim": Template(_reduce_operands, _extreme(False)),
     "scatter": Template(_scatter_operands, _scatter),
     "softmax": Template(_reduce_operands, _softmax),
+    "log_softmax": Template(_reduce_operands, functools.partial(_softmax, log=True)),
 }
 
 
@@ -352,7 +386,8 @@ def template_for(graph: Any, i: int) -> list[Ref] | None:
             return None
     if n.op in ("max_dim", "min_dim") and not specs[0][0]:
         return None
-    if n.op == "softmax" and (not n.shape or n.attrs["dim"] % len(n.shape) != len(n.shape) - 1):
+    if n.op in ("softmax", "log_softmax") and (
+            not n.shape or n.attrs["dim"] % len(n.shape) != len(n.shape) - 1):
         return None  # the last axis only
     return refs
 
