@@ -537,6 +537,28 @@ def test_an_intermediate_read_through_a_view_is_pooled_after_the_view() -> None:
     np.testing.assert_allclose(view, np.exp(x).reshape(rows), rtol=1e-6)
 
 
+@needs_cc
+def test_products_write_into_pooled_arrays() -> None:
+    """An intermediate matrix product is written into a pooled array (mapped memory, no
+    page faults) and goes back to the pool after its last reader; batched and broadcast
+    products alike, equal to NumPy's."""
+    rng = np.random.default_rng(1)
+    for a_shape, b_shape, out in [((64, 128), (128, 256), (64, 256)),
+                                  ((4, 32, 128), (128, 256), (4, 32, 256)),
+                                  ((64, 128), (3, 128, 256), (3, 64, 256))]:
+        g = Graph([(a_shape, F32), (b_shape, F32)],
+                  [node("matmul", X, Y, sh=out), node("exp", n(0), sh=out)], [n(1)])
+        prog = runtime.build_program(g, "c")
+        a = rng.standard_normal(a_shape).astype(np.float32) * 0.1
+        b = rng.standard_normal(b_shape).astype(np.float32) * 0.1
+        (first,) = prog.run([a, b])
+        (address,) = [p.ctypes.data for p in prog._pool[(out, F32)]]
+        (second,) = prog.run([a * 2, b])
+        assert [p.ctypes.data for p in prog._pool[(out, F32)]] == [address]
+        np.testing.assert_allclose(first, np.exp(a @ b), rtol=1e-5)
+        np.testing.assert_allclose(second, np.exp((a * 2) @ b), rtol=1e-5)
+
+
 def test_program_backends_directly() -> None:
     """``build_program`` on the same graph with each backend: same outputs."""
     g = Graph([((3, 4), F32), ((4,), F32)],

@@ -64,6 +64,7 @@ class Program:
     # the schedule as run: (node, its kernel or None, the values to free after it)
     _steps: list[tuple[int, Kernel | None, list[tuple]]] = field(default_factory=list)
     _library_args: dict[int, tuple[list[bool], bool]] = field(default_factory=dict)
+    _products: set[int] = field(default_factory=set)  # matmuls written into pooled arrays
 
     def run(self, inputs: list[np.ndarray],
             targets: dict[int, np.ndarray] | None = None) -> list[np.ndarray]:
@@ -102,6 +103,9 @@ class Program:
         refs, plain = self._library_args[i]
         if plain:  # operands are values or literals, attributes hold no values
             args = [env[a] if r else a for a, r in zip(n.args, refs)]
+            if i in self._products:
+                env[("n", i)] = self._product(n, *args)
+                return
             out = run_op(op, *args, **n.attrs)
         else:  # errors as eager words them (the op, its inputs' shapes)
             args = map_refs(n.args, lambda r: env[r])
@@ -113,6 +117,25 @@ class Program:
                 env[("aux", i, j)] = np.asarray(a)
         else:
             env[("n", i)] = out if type(out) is np.ndarray else np.asarray(out)
+
+    def _product(self, n: Any, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        """A matrix product written into a pooled array: memory already mapped, where
+        NumPy's own result would be a fresh allocation whose pages fault in (several
+        microseconds a page on a virtual machine). The op's kernel (and its errors) when
+        the operands are not what the node recorded."""
+        dt = n.dtype
+        if type(a) is not np.ndarray or type(b) is not np.ndarray or a.dtype != dt \
+                or b.dtype != dt:
+            return run_op(OPS["matmul"], a, b)
+        out = self._fresh(n.shape, dt)
+        try:
+            if b.ndim == 2 and a.ndim > 2:  # one (B*M, K) @ (K, N) call, as the op does
+                np.matmul(a.reshape(-1, a.shape[-1]), b, out=out.reshape(-1, b.shape[-1]))
+            else:
+                np.matmul(a, b, out=out)
+        except ValueError:  # not the shapes recorded: the op raises its own error
+            return run_op(OPS["matmul"], a, b)
+        return out
 
     def _out_buffer(self, k: Kernel, step: int, reads: list[np.ndarray]) -> np.ndarray:
         """Where kernel k writes: the in-place target when safe, a reused scratch buffer
@@ -394,6 +417,9 @@ def build_program(graph: Graph, backend: str = "auto", dynamic: bool = False) ->
             plain = len(node_refs(n)) == sum(refs) and not any(
                 isinstance(a, (tuple, list)) and not r for a, r in zip(n.args, refs))
             prog._library_args[i] = (refs, plain)
+            if n.op == "matmul" and plain and len(n.args) == 2 and all(refs) \
+                    and n.dtype.kind == "f" and all(len(opt.spec(a)[0]) >= 2 for a in n.args):
+                prog._products.add(i)
     for step, i in enumerate(schedule):
         reads = roots[i].inputs if i in roots else node_refs(opt.nodes[i])
         for r in reads:
