@@ -136,7 +136,7 @@ class CompiledFunction:
         # position -> last (nodes, inputs, outputs, key, program)
         self._last_graph: dict[int, tuple] = {}
         self._slot = 0
-        self._memo: dict[int, list[tuple]] = {}  # slot -> last recording there
+        self._memo: dict[int, tuple[list, list]] = {}  # slot -> last recording there
         self.stats = CompileStats()
         self.timings: dict[str, float] = {"run_s": 0.0}
         self.last_programs: list[Program] = []

@@ -202,10 +202,10 @@ class Segment:
         # layouts are reused instead of inferred again, and a graph that matched all
         # the way through needs no node-by-node comparison to find its key
         self.slot: int = owner._slot
-        self._prev: list[tuple] = owner._memo.get(self.slot, [])
+        self._prev, self._prev_inputs = owner._memo.get(self.slot, ([], []))
         self.memo: list[tuple] = []
+        self.input_layouts: list[tuple] = []  # each input's (shape, dtype, strides)
         self.matched = True
-        self._attr_inputs: list[int] = []  # graph inputs met in the current op's attributes
 
     # --- recording -----------------------------------------------------------------
     def _ref(self, x: Any) -> Any:
@@ -219,6 +219,11 @@ class Segment:
                 k = len(self.inputs)
                 self.inputs.append(x)  # holds it alive, so the id stays unique
                 self._input_ids[id(x)] = k
+                layout = (x.shape, x.dtype, x.strides)
+                self.input_layouts.append(layout)
+                if self.matched and (k >= len(self._prev_inputs)
+                                     or self._prev_inputs[k] != layout):
+                    self.matched = False  # an input unlike last call's k-th
             return ("in", k)
         if isinstance(x, np.generic):
             return x.item()
@@ -229,10 +234,7 @@ class Segment:
         if t in _PLAIN or (t is tuple and all(type(x) is int for x in v)):
             return v
         if isinstance(v, (np.ndarray, LazyArray)):
-            r = self._ref(v)
-            if r[0] == "in":
-                self._attr_inputs.append(r[1])
-            return r
+            return self._ref(v)
         if isinstance(v, tuple):
             return tuple(self._attr(x) for x in v)
         if isinstance(v, list):
@@ -250,11 +252,24 @@ class Segment:
                         None)
             arrays = [np.asarray(a, like) if like is not None and type(a) in lift
                       else a for a in arrays]
-        args = tuple([self._ref(a) for a in arrays])
-        self._attr_inputs: list[int] = []
-        gattrs = {k: self._attr(v) for k, v in attrs.items()} if attrs else {}
+        refs = []
+        numbers = ()  # the types of Python numbers among the operands: 2 and 2.0 differ
+        for a in arrays:
+            if type(a) is LazyArray and a.segment is self and a.value is None:
+                refs.append(a.ref)
+            else:
+                r = self._ref(a)
+                refs.append(r)
+                if type(r) is not tuple:
+                    numbers += (type(r),)
+        args = tuple(refs)
         i = len(self.nodes)
-        sig = self._signature(op, args, gattrs)
+        if attrs:
+            gattrs = {k: self._attr(v) for k, v in attrs.items()}
+            sig = (op, args, numbers, gattrs, tuple(map(type, gattrs.values())))
+        else:
+            gattrs = {}
+            sig = (op, args, numbers)
         if self.matched and i < len(self._prev) and self._prev[i][0] == sig:
             shape, dtype, estrides, is_view = self._prev[i][1]
         else:
@@ -280,20 +295,6 @@ class Segment:
             self.lazies.append(weakref.ref(la))
             extras.append(la)
         return (out, *extras)
-
-    def _signature(self, op: Op, args: tuple, gattrs: dict) -> tuple:
-        """What an op's shape, dtype and layout depend on: the op, its operands (values by
-        position, graph inputs with their layout), Python numbers with their type (2 and
-        2.0 differ), attributes (with the layout of graph inputs inside them)."""
-        inputs = self.inputs
-        operands = tuple([(a, inputs[a[1]].shape, inputs[a[1]].dtype, inputs[a[1]].strides)
-                          if type(a) is tuple and a and a[0] == "in" else
-                          a if type(a) is tuple else (type(a), a) for a in args])
-        if not gattrs:
-            return (op, operands)
-        return (op, operands, tuple([(k, type(v), v) for k, v in gattrs.items()]),
-                tuple([(inputs[k].shape, inputs[k].dtype, inputs[k].strides)
-                       for k in self._attr_inputs]))
 
     def track(self, tensor: Any) -> None:
         """Remember a tensor whose data is lazy, to hand it its array after the run."""
@@ -340,7 +341,7 @@ class Segment:
         t0 = time.perf_counter()
         same = self.matched and len(self.nodes) == len(self._prev)
         program = self.owner._program_for(graph, reason, same)
-        self.owner._memo[self.slot] = self.memo
+        self.owner._memo[self.slot] = (self.memo, self.input_layouts)
         targets = {}  # output position -> the memory that value must end up in
         for t, memory in self.mutations.values():
             d = t._data
