@@ -52,12 +52,13 @@ class LazyArray:
     def __init__(self, segment: Segment, ref: tuple, shape: tuple[int, ...],
                  dtype: np.dtype, estrides: tuple[int, ...] | None = None,
                  is_view: bool = False) -> None:
+        # shape a tuple, dtype an np.dtype (the recorder hands them over as they are)
         self.segment, self.ref = segment, ref
-        self.shape, self.dtype = tuple(shape), np.dtype(dtype)
+        self.shape, self.dtype = shape, dtype
         self.value: np.ndarray | None = None
         # the layout it would have in memory (element strides): views keep their base's;
         # None: contiguous (worked out only when asked)
-        self._estrides = None if estrides is None else tuple(estrides)
+        self._estrides = estrides
         self.is_view = is_view
 
     @property
@@ -282,6 +283,8 @@ class Segment:
                 shape, dtype = op.infer(*specs, **{k: _attr_value(v) for k, v in attrs.items()})
             shape, dtype = tuple(shape), np.dtype(dtype)
             estrides, is_view = _view_layout(op, arrays[0], attrs) if op.view else (None, False)
+            if estrides is not None:
+                estrides = tuple(estrides)
         self.memo.append((sig, (shape, dtype, estrides, is_view)))
         aux = tuple((shape, _INT64) for _ in range(op.n_aux)) if op.n_aux else ()
         self.nodes.append(GNode(op.name, args, gattrs, shape, dtype, aux))
