@@ -54,11 +54,10 @@ class Program:
     # (this call's or the next's): no fresh pages to fault in on every call
     _pool: dict[tuple, list[np.ndarray]] = field(default_factory=dict)
     _recycle: dict[int, np.ndarray | None] = field(default_factory=dict)  # output kernels
-    _where: tuple = ()
-    _bounds: tuple = ()  # the inputs' memory extents (first byte, one past the last)
+    # array id -> (the array, its first byte, one past its last): see _extents
+    _extent_of: dict[int, tuple] = field(default_factory=dict)
     # per in-place target: whether an input read after its kernel overlaps its memory
     _blocked: dict[tuple, bool] = field(default_factory=dict)
-    _blocked_key: tuple = ()
     _targets: dict[tuple, np.ndarray] = field(default_factory=dict)
     _inputs: list[np.ndarray] = field(default_factory=list)
     # the schedule as run: (node, its kernel or None, the values to free after it)
@@ -183,26 +182,37 @@ class Program:
     def _check_targets(self, inputs: list[np.ndarray]) -> None:
         """For every in-place target at once: does its memory overlap a graph input that a
         step after its kernel still reads? (Then writing it in place would change what that
-        step sees.) Extents overlapping is what ``np.may_share_memory`` decides; the same
-        memory as last call keeps last call's answers."""
-        where = tuple((_address(a), a.shape, a.strides) if type(a) is np.ndarray else None
-                      for a in inputs)
-        if where != self._where:
-            self._where, self._blocked_key = where, ()
-            self._bounds = _byte_bounds(inputs)
+        step sees.) Extents overlapping is what ``np.may_share_memory`` decides."""
         refs = list(self._targets)
-        arrays = [self._targets[r] for r in refs]
-        key = tuple((r, _address(a), a.shape, a.strides) for r, a in zip(refs, arrays))
-        if key == self._blocked_key:
-            return
-        lo, hi = self._bounds
-        t_lo, t_hi = _byte_bounds(arrays)
+        lo, hi = self._extents(inputs)
+        t_lo, t_hi = self._extents([self._targets[r] for r in refs])
         steps = np.array([self._step_of.get(r[1], -1) if r[0] == "n" else -1 for r in refs],
                          np.int64)
         overlap = (lo[None, :] < t_hi[:, None]) & (t_lo[:, None] < hi[None, :])
         later = self._in_last[None, :] > steps[:, None]
         self._blocked = dict(zip(refs, (overlap & later).any(axis=1).tolist()))
-        self._blocked_key = key
+
+    def _extents(self, arrays: list[Any]) -> tuple[np.ndarray, np.ndarray]:
+        """``_byte_bounds`` of the arrays, remembered per array object: the parameters and
+        optimizer states a training step reads are the same arrays every call (and an
+        array's memory does not move while this holds it)."""
+        known, seen = self._extent_of, {}
+        lo = np.zeros(len(arrays), np.int64)
+        hi = np.zeros(len(arrays), np.int64)
+        for j, a in enumerate(arrays):
+            e = known.get(id(a))
+            if e is None or e[0] is not a:
+                if type(a) is np.ndarray and a.size and a.flags.c_contiguous:
+                    start = _address(a)
+                    e = (a, start, start + a.nbytes)
+                else:
+                    e = (a, *(int(b[0]) for b in _byte_bounds([a])))
+            seen[id(a)] = e
+            lo[j], hi[j] = e[1], e[2]
+        known.update(seen)
+        if len(known) > 4 * len(seen) + 64:  # forget arrays no longer read
+            self._extent_of = seen
+        return lo, hi
 
     def _run_kernel(self, k: Kernel, env: dict, step: int) -> np.ndarray:
         fn = self._fns[k.name]
