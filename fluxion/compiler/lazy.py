@@ -245,20 +245,21 @@ class Segment:
     def record(self, op: Op, arrays: list, attrs: dict) -> Any:
         """Add ``op`` to the graph; its outputs come back as LazyArrays."""
         operands = arrays
-        lift = self.lift
-        if lift and op.kind in _ELEMENTWISE and any(type(a) in lift for a in arrays):
-            # Python floats (learning rates, bias corrections...) are inputs, not constants,
-            # so a new value is not a new graph; ints too once they have changed
-            like = next((a.dtype for a in arrays if isinstance(a, (LazyArray, np.ndarray))),
-                        None)
-            arrays = [np.asarray(a, like) if like is not None and type(a) in lift
-                      else a for a in arrays]
+        # Python floats (learning rates, bias corrections...) in elementwise ops are inputs,
+        # not constants, so a new value is not a new graph; ints too once they have changed
+        lift = self.lift if op.kind in _ELEMENTWISE else ()
         refs = []
         numbers = ()  # the types of Python numbers among the operands: 2 and 2.0 differ
         for a in arrays:
-            if type(a) is LazyArray and a.segment is self and a.value is None:
+            t = type(a)
+            if t is LazyArray and a.segment is self and a.value is None:
                 refs.append(a.ref)
             else:
+                if lift and t in lift:
+                    like = next((x.dtype for x in arrays
+                                 if isinstance(x, (LazyArray, np.ndarray))), None)
+                    if like is not None:
+                        a = np.asarray(a, like)
                 r = self._ref(a)
                 refs.append(r)
                 if type(r) is not tuple:
