@@ -1035,6 +1035,8 @@ _MM_SHAPES = (
     ("mat_mat", (2, 3), (3, 4)), ("batched", (2, 2, 3), (2, 3, 4)),
     ("bcast_batch", (2, 1, 2, 3), (3, 3, 2)), ("batched_vec", (2, 2, 3), (3,)),
     ("vec_batched", (3,), (2, 3, 2)), ("zero_k", (2, 0), (0, 3)), ("zero_m", (0, 3), (3, 2)),
+    # a matrix times a batch (a convolution's weight and columns), a 2-level batch too
+    ("mat_batched", (2, 3), (4, 3, 5)), ("mat_batched_4d", (2, 3), (2, 3, 3, 4)),
 )
 
 
