@@ -148,7 +148,8 @@ def _select_grad(n, g):
     idx = Tensor._make(n.aux[0])  # the forward's own indices: no second argmax
     if not n.attrs.get("keepdim"):
         idx, g = idx.unsqueeze(dim), g.unsqueeze(dim)
-    return (g.new_zeros(shape).scatter(dim, idx, g),)
+    # scattered into a broadcast zero: nothing the size of the input to allocate and fill
+    return (g.new_zeros(()).expand(shape).scatter(dim, idx, g),)
 
 
 max_dim.backward = min_dim.backward = _select_grad
