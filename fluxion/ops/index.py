@@ -33,7 +33,7 @@ index.scatter_grad = _index_scatter
 def _(n, g):
     from fluxion.creation import zeros
 
-    base = zeros(n.shapes[0], dtype=g.dtype)
+    base = zeros((), dtype=g.dtype).expand(n.shapes[0])  # a broadcast zero: the op copies
     return (apply(OPS["index_put"], base, g, key=n.attrs["key"], accumulate=True),)
 
 
@@ -69,7 +69,7 @@ def gather(xp, a, dim, index):
 def _(n, g):
     from fluxion.creation import zeros
 
-    base = zeros(n.shapes[0], dtype=g.dtype)
+    base = zeros((), dtype=g.dtype).expand(n.shapes[0])  # a broadcast zero: the op copies
     return (apply(OPS["scatter_add"], base, g, dim=n.attrs["dim"], index=n.attrs["index"]),)
 
 

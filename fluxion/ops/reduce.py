@@ -233,7 +233,7 @@ def topk(xp, a, k, dim=-1, largest=True, sorted=True):
 
 def _sorted_grad(n, g):
     idx = Tensor._make(n.aux[0])  # where the forward put each element
-    return (g.new_zeros(n.shapes[0]).scatter(n.attrs.get("dim", -1), idx, g),)
+    return (g.new_zeros(()).expand(n.shapes[0]).scatter(n.attrs.get("dim", -1), idx, g),)
 
 
 sort.backward = topk.backward = _sorted_grad
