@@ -221,8 +221,14 @@ def lerp(self: Tensor, end: Tensor, weight: Any) -> Tensor:
 
 
 def lerp_(self: Tensor, end: Tensor, weight: Any) -> Tensor:
-    """In-place ``lerp``."""
-    return _METHODS["copy_"](self, lerp(self, end, weight))
+    """In-place ``lerp`` (the result becomes this tensor's value and history, as every
+    in-place op's: no extra copy op).
+
+    >>> import fluxion
+    >>> fluxion.zeros(2).lerp_(fluxion.tensor([1.0, 2.0]), 0.25)
+    tensor([0.2500, 0.5000])
+    """
+    return commit_inplace(self, lerp(self, end, weight), "lerp_")
 
 
 def zero_(self: Tensor) -> Tensor:
