@@ -559,6 +559,26 @@ def test_products_write_into_pooled_arrays() -> None:
         np.testing.assert_allclose(second, np.exp((a * 2) @ b), rtol=1e-5)
 
 
+@needs_cc
+def test_a_product_output_is_reused_only_once_dropped() -> None:
+    """A matrix product that leaves the graph (a weight's gradient) is written into last
+    call's array when the caller has dropped it (``zero_grad``), never into one it holds."""
+    g = Graph([((64, 128), F32), ((128, 256), F32)], [node("matmul", X, Y, sh=(64, 256))],
+              [n(0)])
+    prog = runtime.build_program(g, "c")
+    rng = np.random.default_rng(2)
+    a, b = rng.standard_normal((64, 128)).astype(np.float32), np.eye(128, 256, dtype=np.float32)
+    (first,) = prog.run([a, b])
+    address = first.ctypes.data
+    del first
+    (second,) = prog.run([a * 2, b])
+    assert second.ctypes.data == address and prog._recycle[0] is second  # kept for reuse
+    (third,) = prog.run([a * 3, b])  # ``second`` is still held
+    assert third.ctypes.data != address and prog._recycle[0] is third
+    np.testing.assert_array_equal(second, (a * 2) @ b)
+    np.testing.assert_array_equal(third, (a * 3) @ b)
+
+
 def test_program_backends_directly() -> None:
     """``build_program`` on the same graph with each backend: same outputs."""
     g = Graph([((3, 4), F32), ((4,), F32)],

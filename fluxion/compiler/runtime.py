@@ -4,6 +4,7 @@ products) and generated kernels, with each intermediate freed after its last use
 from __future__ import annotations
 
 import ctypes
+import math
 import sys
 import time
 from dataclasses import dataclass, field
@@ -53,7 +54,7 @@ class Program:
     # freed intermediates nobody else holds, by (shape, dtype), for later kernel outputs
     # (this call's or the next's): no fresh pages to fault in on every call
     _pool: dict[tuple, list[np.ndarray]] = field(default_factory=dict)
-    _recycle: dict[int, np.ndarray | None] = field(default_factory=dict)  # output kernels
+    _recycle: dict[int, np.ndarray | None] = field(default_factory=dict)  # large outputs
     # array id -> (the array, its first byte, one past its last): see _extents
     _extent_of: dict[int, tuple] = field(default_factory=dict)
     # per in-place target: whether an input read after its kernel overlaps its memory
@@ -103,7 +104,7 @@ class Program:
         if plain:  # operands are values or literals, attributes hold no values
             args = [env[a] if r else a for a, r in zip(n.args, refs)]
             if i in self._products:
-                env[("n", i)] = self._product(n, *args)
+                env[("n", i)] = self._product(i, *args)
                 return
             out = run_op(op, *args, **n.attrs)
         else:  # errors as eager words them (the op, its inputs' shapes)
@@ -117,16 +118,18 @@ class Program:
         else:
             env[("n", i)] = out if type(out) is np.ndarray else np.asarray(out)
 
-    def _product(self, n: Any, a: np.ndarray, b: np.ndarray) -> np.ndarray:
-        """A matrix product written into a pooled array: memory already mapped, where
-        NumPy's own result would be a fresh allocation whose pages fault in (several
-        microseconds a page on a virtual machine). The op's kernel (and its errors) when
-        the operands are not what the node recorded."""
+    def _product(self, i: int, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        """Matrix product node ``i`` written into a pooled (or, for a graph output, last
+        call's) array: memory already mapped, where NumPy's own result would be a fresh
+        allocation whose pages fault in (several microseconds a page on a virtual
+        machine). The op's kernel (and its errors) when the operands are not what the node
+        recorded."""
+        n = self.graph.nodes[i]
         dt = n.dtype
         if type(a) is not np.ndarray or type(b) is not np.ndarray or a.dtype != dt \
                 or b.dtype != dt:
             return run_op(OPS["matmul"], a, b)
-        out = self._fresh(n.shape, dt)
+        out = self._recycled(i) if i in self._recycle else self._fresh(n.shape, dt)
         try:
             if b.ndim == 2 and a.ndim > 2:  # one (B*M, K) @ (K, N) call, as the op does
                 np.matmul(a.reshape(-1, a.shape[-1]), b, out=out.reshape(-1, b.shape[-1]))
@@ -153,14 +156,19 @@ class Program:
                 buf = self._scratch[k.name] = np.empty(root.shape, root.dtype)
             return buf
         if k.root in self._recycle:
-            # a graph output: last call's array again once nothing holds it any more (the
-            # caller dropped the tensor), so a loop does not fault in fresh pages each call
-            prev = self._recycle[k.root]
-            if prev is not None and sys.getrefcount(prev) == 3:  # the dict, prev, the call
-                return prev
-            out = self._recycle[k.root] = np.empty(root.shape, root.dtype)
-            return out
+            return self._recycled(k.root)
         return self._fresh(root.shape, root.dtype)
+
+    def _recycled(self, i: int) -> np.ndarray:
+        """Graph output ``i``'s array: last call's again once nothing holds it any more
+        (the caller dropped the tensor: a gradient set to None by ``zero_grad``), so a
+        loop neither frees nor faults in memory each call."""
+        prev = self._recycle[i]
+        if prev is not None and sys.getrefcount(prev) == 3:  # the dict, prev, the call
+            return prev
+        node = self.graph.nodes[i]
+        out = self._recycle[i] = np.empty(node.shape, node.dtype)
+        return out
 
     def _release(self, v: Any) -> None:
         """Pool an intermediate after its last read when nothing else refers to it (no
@@ -430,6 +438,8 @@ def build_program(graph: Graph, backend: str = "auto", dynamic: bool = False) ->
             if n.op == "matmul" and plain and len(n.args) == 2 and all(refs) \
                     and n.dtype.kind == "f" and all(len(opt.spec(a)[0]) >= 2 for a in n.args):
                 prog._products.add(i)
+                if ("n", i) in outputs and math.prod(n.shape) * n.dtype.itemsize >= _POOL_MIN:
+                    prog._recycle[i] = None
     for step, i in enumerate(schedule):
         reads = roots[i].inputs if i in roots else node_refs(opt.nodes[i])
         for r in reads:
