@@ -204,7 +204,7 @@ class Segment:
         # the way through needs no node-by-node comparison to find its key
         self.slot: int = owner._slot
         self._prev, self._prev_inputs = owner._memo.get(self.slot, ([], []))
-        self.memo: list[tuple] = []
+        self.memo: list[tuple] | None = None  # None: last call's, as far as recorded
         self.input_layouts: list[tuple] = []  # each input's (shape, dtype, strides)
         self.matched = True
 
@@ -276,6 +276,8 @@ class Segment:
             shape, dtype, estrides, is_view = self._prev[i][1]
         else:
             self.matched = False
+            if self.memo is None:
+                self.memo = self._prev[:i]
             shape, dtype = _same_shape_rule(op, operands) \
                 if op.kind in _ELEMENTWISE and not attrs else (None, None)
             if shape is None:
@@ -286,7 +288,7 @@ class Segment:
             estrides, is_view = _view_layout(op, arrays[0], attrs) if op.view else (None, False)
             if estrides is not None:
                 estrides = tuple(estrides)
-        self.memo.append((sig, (shape, dtype, estrides, is_view)))
+            self.memo.append((sig, (shape, dtype, estrides, is_view)))
         aux = tuple((shape, _INT64) for _ in range(op.n_aux)) if op.n_aux else ()
         self.nodes.append(GNode(op.name, args, gattrs, shape, dtype, aux))
         out = LazyArray(self, ("n", i), shape, dtype, estrides, is_view)
@@ -345,7 +347,9 @@ class Segment:
         t0 = time.perf_counter()
         same = self.matched and len(self.nodes) == len(self._prev)
         program = self.owner._program_for(graph, reason, same)
-        self.owner._memo[self.slot] = (self.memo, self.input_layouts)
+        memo = self.memo if self.memo is not None else \
+            self._prev if same else self._prev[:len(self.nodes)]
+        self.owner._memo[self.slot] = (memo, self.input_layouts)
         targets = {}  # output position -> the memory that value must end up in
         for t, memory in self.mutations.values():
             d = t._data
