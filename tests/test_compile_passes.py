@@ -530,3 +530,40 @@ def test_captured_specs_match_kernels(e: OpEntry, s: Sample,
     fluxion.compile(f)(*args, **kwargs)
     for g, inputs in seen:
         interpret(g, inputs, check_specs=True)
+
+
+def test_passes_never_change_the_nodes_they_are_given() -> None:
+    """Capture hands the same node objects to every call that records the same ops (and to
+    every recompile), so the passes and the pipeline must build new nodes, never edit
+    these: the captured graphs of two training steps come out of ``optimize`` and
+    ``build_program`` unchanged."""
+    import copy
+
+    from fluxion.train.models import GPT, MNISTNet
+
+    fluxion.manual_seed(0)
+    rng = np.random.default_rng(0)
+    cases = [(MNISTNet(), fluxion.tensor(rng.random((4, 1, 28, 28), dtype=np.float32)),
+              fluxion.tensor(rng.integers(0, 10, 4)), fluxion.nn.functional.nll_loss),
+             (GPT(vocab_size=11, block_size=8, n_layer=1, n_head=2, n_embd=16),
+              fluxion.tensor(rng.integers(0, 11, (2, 8))),
+              fluxion.tensor(rng.integers(0, 11, (2, 8))),
+              lambda out, y: fluxion.nn.functional.cross_entropy(out.reshape(-1, 11),
+                                                                 y.reshape(-1)))]
+    for model, x, y, loss_fn in cases:
+        opt = fluxion.optim.AdamW(model.parameters(), lr=1e-3)
+
+        def step() -> Any:
+            opt.zero_grad()
+            loss = loss_fn(model(x), y)
+            loss.backward()
+            opt.step()
+            return loss
+
+        compiled = fluxion.compile(step, backend="numpy")
+        compiled()
+        captured = compiled.last_programs[0].captured
+        before = copy.deepcopy(captured.nodes)
+        optimize(captured)
+        runtime.build_program(captured, "numpy")
+        assert captured.nodes == before

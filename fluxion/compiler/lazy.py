@@ -273,7 +273,10 @@ class Segment:
             gattrs = {}
             sig = (op, args, numbers)
         if self.matched and i < len(self._prev) and self._prev[i][0] == sig:
-            shape, dtype, estrides, is_view = self._prev[i][1]
+            # the same node as last call's (equal op, operands, attributes, so shape): its
+            # object again (passes build new nodes, never change one)
+            (shape, dtype, estrides, is_view), node = self._prev[i][1:]
+            aux = node.aux
         else:
             self.matched = False
             if self.memo is None:
@@ -288,9 +291,10 @@ class Segment:
             estrides, is_view = _view_layout(op, arrays[0], attrs) if op.view else (None, False)
             if estrides is not None:
                 estrides = tuple(estrides)
-            self.memo.append((sig, (shape, dtype, estrides, is_view)))
-        aux = tuple((shape, _INT64) for _ in range(op.n_aux)) if op.n_aux else ()
-        self.nodes.append(GNode(op.name, args, gattrs, shape, dtype, aux))
+            aux = tuple((shape, _INT64) for _ in range(op.n_aux)) if op.n_aux else ()
+            node = GNode(op.name, args, gattrs, shape, dtype, aux)
+            self.memo.append((sig, (shape, dtype, estrides, is_view), node))
+        self.nodes.append(node)
         out = LazyArray(self, ("n", i), shape, dtype, estrides, is_view)
         self.lazies.append(weakref.ref(out))
         if not op.n_aux:
