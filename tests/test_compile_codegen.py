@@ -560,6 +560,26 @@ def test_products_write_into_pooled_arrays() -> None:
 
 
 @needs_cc
+def test_a_copy_writes_into_a_pooled_array() -> None:
+    """A contiguous copy of a transposed view (a gradient made contiguous for BLAS) is
+    written into a pooled array too, equal to NumPy's copy."""
+    shape = (128, 256)
+    g = Graph([((256, 128), F32)],
+              [node("permute", X, sh=shape, dims=(1, 0)), node("clone", n(0), sh=shape),
+               node("matmul", n(1), Y, sh=(128, 4))], [n(2)])
+    g.inputs.append(((256, 4), F32))
+    prog = runtime.build_program(g, "c")
+    rng = np.random.default_rng(3)
+    x, y = rng.standard_normal((256, 128)).astype(np.float32), np.ones((256, 4), np.float32)
+    (first,) = prog.run([x, y])
+    (address,) = [p.ctypes.data for p in prog._pool[(shape, F32)]]
+    (second,) = prog.run([x * 2, y])
+    assert [p.ctypes.data for p in prog._pool[(shape, F32)]] == [address]
+    np.testing.assert_allclose(first, x.T @ y, rtol=1e-5, atol=1e-4)
+    np.testing.assert_allclose(second, (x * 2).T @ y, rtol=1e-5, atol=1e-4)
+
+
+@needs_cc
 def test_a_product_output_is_reused_only_once_dropped() -> None:
     """A matrix product that leaves the graph (a weight's gradient) is written into last
     call's array when the caller has dropped it (``zero_grad``), never into one it holds."""

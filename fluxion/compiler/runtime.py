@@ -64,7 +64,7 @@ class Program:
     # the schedule as run: (node, its kernel or None, the values to free after it)
     _steps: list[tuple[int, Kernel | None, list[tuple]]] = field(default_factory=list)
     _library_args: dict[int, tuple[list[bool], bool]] = field(default_factory=dict)
-    _products: set[int] = field(default_factory=set)  # matmuls written into pooled arrays
+    _pooled: set[int] = field(default_factory=set)  # library ops written into pooled arrays
 
     def run(self, inputs: list[np.ndarray],
             targets: dict[int, np.ndarray] | None = None) -> list[np.ndarray]:
@@ -103,8 +103,8 @@ class Program:
         refs, plain = self._library_args[i]
         if plain:  # operands are values or literals, attributes hold no values
             args = [env[a] if r else a for a, r in zip(n.args, refs)]
-            if i in self._products:
-                env[("n", i)] = self._product(i, *args)
+            if i in self._pooled:
+                env[("n", i)] = self._into_pool(i, op, args)
                 return
             out = run_op(op, *args, **n.attrs)
         else:  # errors as eager words them (the op, its inputs' shapes)
@@ -118,26 +118,20 @@ class Program:
         else:
             env[("n", i)] = out if type(out) is np.ndarray else np.asarray(out)
 
-    def _product(self, i: int, a: np.ndarray, b: np.ndarray) -> np.ndarray:
-        """Matrix product node ``i`` written into a pooled (or, for a graph output, last
-        call's) array: memory already mapped, where NumPy's own result would be a fresh
-        allocation whose pages fault in (several microseconds a page on a virtual
-        machine). The op's kernel (and its errors) when the operands are not what the node
-        recorded."""
+    def _into_pool(self, i: int, op: Any, args: list) -> np.ndarray:
+        """Library node ``i`` (a matrix product, a copy: ops whose kernels take ``out=``)
+        written into a pooled (or, for a graph output, last call's) array: memory already
+        mapped, where NumPy's own result would be a fresh allocation whose pages fault in
+        (several microseconds a page on a virtual machine). The op's own call (and its
+        errors) when the operands are not what the node recorded."""
         n = self.graph.nodes[i]
-        dt = n.dtype
-        if type(a) is not np.ndarray or type(b) is not np.ndarray or a.dtype != dt \
-                or b.dtype != dt:
-            return run_op(OPS["matmul"], a, b)
-        out = self._recycled(i) if i in self._recycle else self._fresh(n.shape, dt)
+        if any(type(a) is not np.ndarray or a.dtype != n.dtype for a in args):
+            return run_op(op, *args)
+        out = self._recycled(i) if i in self._recycle else self._fresh(n.shape, n.dtype)
         try:
-            if b.ndim == 2 and a.ndim > 2:  # one (B*M, K) @ (K, N) call, as the op does
-                np.matmul(a.reshape(-1, a.shape[-1]), b, out=out.reshape(-1, b.shape[-1]))
-            else:
-                np.matmul(a, b, out=out)
+            return run_kernel(op.forward, np, *args, out=out)
         except ValueError:  # not the shapes recorded: the op raises its own error
-            return run_op(OPS["matmul"], a, b)
-        return out
+            return run_op(op, *args)
 
     def _out_buffer(self, k: Kernel, step: int, reads: list[np.ndarray]) -> np.ndarray:
         """Where kernel k writes: the in-place target when safe, a reused scratch buffer
@@ -435,9 +429,10 @@ def build_program(graph: Graph, backend: str = "auto", dynamic: bool = False) ->
             plain = len(node_refs(n)) == sum(refs) and not any(
                 isinstance(a, (tuple, list)) and not r for a, r in zip(n.args, refs))
             prog._library_args[i] = (refs, plain)
-            if n.op == "matmul" and plain and len(n.args) == 2 and all(refs) \
-                    and n.dtype.kind == "f" and all(len(opt.spec(a)[0]) >= 2 for a in n.args):
-                prog._products.add(i)
+            if plain and all(refs) and not n.attrs and n.dtype.kind == "f" and (
+                    n.op == "clone" or (n.op == "matmul" and len(n.args) == 2
+                                        and all(len(opt.spec(a)[0]) >= 2 for a in n.args))):
+                prog._pooled.add(i)
                 if ("n", i) in outputs and math.prod(n.shape) * n.dtype.itemsize >= _POOL_MIN:
                     prog._recycle[i] = None
     for step, i in enumerate(schedule):

@@ -9,12 +9,16 @@ from fluxion.ops.registry import OPS, apply, defop
 
 
 @defop("matmul", "linalg")
-def matmul(xp, a, b):
-    """Batched matrix product of operands with at least 2 dimensions."""
+def matmul(xp, a, b, out=None):
+    """Batched matrix product of operands with at least 2 dimensions; ``out``: a
+    C-contiguous array of the result's shape to write it into (the compiler's pooled
+    memory)."""
     if b.ndim == 2 and a.ndim > 2:
         # one (B*M, K) @ (K, N) BLAS call beats B small ones
-        return xp.matmul(a.reshape(-1, a.shape[-1]), b).reshape(*a.shape[:-1], b.shape[-1])
-    return xp.matmul(a, b)
+        flat = None if out is None else out.reshape(-1, b.shape[-1])
+        r = xp.matmul(a.reshape(-1, a.shape[-1]), b, out=flat)
+        return r.reshape(*a.shape[:-1], b.shape[-1]) if out is None else out
+    return xp.matmul(a, b, out=out)
 
 
 @matmul.defgrad

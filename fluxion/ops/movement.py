@@ -155,8 +155,15 @@ triu.backward = lambda n, g: (g.triu(n.attrs.get("diagonal", 0)),)
 
 
 @defop("clone", "movement", save_inputs=False)
-def clone(xp, a):
-    return xp.array(a, copy=True, order="C")
+def clone(xp, a, out=None):
+    """A C-contiguous copy; ``out``: an array of ``a``'s shape and dtype to copy into (the
+    compiler's pooled memory)."""
+    if out is None:
+        return xp.array(a, copy=True, order="C")
+    if out.shape != a.shape:  # copyto would broadcast
+        raise ValueError(f"clone: out has shape {out.shape}, the input {a.shape}")
+    xp.copyto(out, a)
+    return out
 
 
 clone.backward = lambda n, g: (g,)
