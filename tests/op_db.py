@@ -951,6 +951,8 @@ def _index_samples(mk: Maker, dt: str) -> list[Sample]:
           name="empty_ellipsis"),
         S(A(mk((3, 4))), A(np.array([], dtype=np.int64)), name="empty_index"),
         S(A(mk((3, 4))), [0, 2], name="list"),
+        # repeated and negative rows, enough for index_put's sorted accumulation
+        S(A(mk((3, 4))), A(np.arange(80).reshape(8, 10) % 6 - 3), name="many_rows"),
     ]
     return out
 
@@ -978,7 +980,9 @@ entry("embedding", "index",
                       # the padding row gets no gradient by definition: no gradcheck
                       S(A(np.array([1, 1, 3])), A(mk((5, 3))), name="pad", padding_idx=1,
                         gc=False),
-                      S(A(np.array([1, 0], np.int32)), A(mk((3, 5)), T), name="noncontig")],
+                      S(A(np.array([1, 0], np.int32)), A(mk((3, 5)), T), name="noncontig"),
+                      # enough tokens for the sorted accumulation of the gradient
+                      S(A(np.arange(96).reshape(8, 12) * 7 % 5), A(mk((5, 3))), name="many")],
       dtypes=FLOATS, gradgrad=False)
 
 

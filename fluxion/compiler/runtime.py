@@ -104,7 +104,7 @@ class Program:
         if plain:  # operands are values or literals, attributes hold no values
             args = [env[a] if r else a for a, r in zip(n.args, refs)]
             if i in self._pooled:
-                env[("n", i)] = self._into_pool(i, op, args)
+                env[("n", i)] = self._into_pool(i, op, args, n.attrs)
                 return
             out = run_op(op, *args, **n.attrs)
         else:  # errors as eager words them (the op, its inputs' shapes)
@@ -118,20 +118,24 @@ class Program:
         else:
             env[("n", i)] = out if type(out) is np.ndarray else np.asarray(out)
 
-    def _into_pool(self, i: int, op: Any, args: list) -> np.ndarray:
-        """Library node ``i`` (a matrix product, a copy: ops whose kernels take ``out=``)
+    def _into_pool(self, i: int, op: Any, args: list, attrs: dict) -> np.ndarray:
+        """Library node ``i`` (a matrix product, a copy, a join: ops that take ``out=``)
         written into a pooled (or, for a graph output, last call's) array: memory already
         mapped, where NumPy's own result would be a fresh allocation whose pages fault in
         (several microseconds a page on a virtual machine). The op's own call (and its
         errors) when the operands are not what the node recorded."""
         n = self.graph.nodes[i]
         if any(type(a) is not np.ndarray or a.dtype != n.dtype for a in args):
-            return run_op(op, *args)
-        out = self._recycled(i) if i in self._recycle else self._fresh(n.shape, n.dtype)
+            return run_op(op, *args, **attrs)
+        recycle = i in self._recycle
+        out = self._recycled(i) if recycle else self._fresh(n.shape, n.dtype)
         try:
-            return run_kernel(op.forward, np, *args, out=out)
-        except ValueError:  # not the shapes recorded: the op raises its own error
-            return run_op(op, *args)
+            got = run_kernel(op.forward, np, *args, **attrs, out=out)
+        except (ValueError, TypeError):  # not the shapes recorded: the op's own error
+            return run_op(op, *args, **attrs)
+        if got is not out and not recycle:  # a view after all (a reshape): out unused
+            self._to_pool(out)
+        return got
 
     def _out_buffer(self, k: Kernel, step: int, reads: list[np.ndarray]) -> np.ndarray:
         """Where kernel k writes: the in-place target when safe, a reused scratch buffer
@@ -177,6 +181,9 @@ class Program:
                     or sys.getrefcount(base) != 3:
                 return
             v = base
+        self._to_pool(v)
+
+    def _to_pool(self, v: np.ndarray) -> None:
         free = self._pool.setdefault((v.shape, v.dtype), [])
         if len(free) < _POOL_DEPTH:
             free.append(v)
@@ -429,9 +436,8 @@ def build_program(graph: Graph, backend: str = "auto", dynamic: bool = False) ->
             plain = len(node_refs(n)) == sum(refs) and not any(
                 isinstance(a, (tuple, list)) and not r for a, r in zip(n.args, refs))
             prog._library_args[i] = (refs, plain)
-            if plain and all(refs) and not n.attrs and n.dtype.kind == "f" and (
-                    n.op == "clone" or (n.op == "matmul" and len(n.args) == 2
-                                        and all(len(opt.spec(a)[0]) >= 2 for a in n.args))):
+            if plain and all(refs) and n.dtype.kind == "f" and OPS[n.op].takes_out and (
+                    n.op != "matmul" or all(len(opt.spec(a)[0]) >= 2 for a in n.args)):
                 prog._pooled.add(i)
                 if ("n", i) in outputs and math.prod(n.shape) * n.dtype.itemsize >= _POOL_MIN:
                     prog._recycle[i] = None

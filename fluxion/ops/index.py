@@ -22,8 +22,29 @@ def index(xp, a, key):
     return a[key]
 
 
+def add_at(xp, out, key, values) -> None:
+    """``out[key] += values`` with repeated indices adding up (``xp.add.at``). Rows picked
+    by one integer array (an embedding's gradient) are summed group by group after a
+    stable sort instead: ``np.add.at`` takes one slow step per index (6x slower for a
+    2048-token batch)."""
+    if type(key) is tuple and len(key) == 1:
+        key = key[0]  # (rows,) indexes as rows does
+    if xp is not np or type(key) is not np.ndarray or key.dtype.kind not in "iu" \
+            or out.ndim < 2 or out.dtype.kind != "f" or key.size < 64 \
+            or not out.size or not out.flags.c_contiguous:  # (sums go into a view)
+        xp.add.at(out, key, values)
+        return
+    rows = key.reshape(-1)
+    rows = np.where(rows < 0, rows + out.shape[0], rows)  # -1 and n-1 are one group
+    vals = np.broadcast_to(values, key.shape + out.shape[1:]).reshape(rows.size, -1)
+    order = np.argsort(rows, kind="stable")  # stable: each row adds in index order
+    rows = rows[order]
+    starts = np.flatnonzero(np.r_[True, rows[1:] != rows[:-1]])
+    out.reshape(out.shape[0], -1)[rows[starts]] += np.add.reduceat(vals[order], starts, 0)
+
+
 def _index_scatter(n, g, acc):
-    np.add.at(acc, n.attrs["key"], g)
+    add_at(np, acc, n.attrs["key"], g)
 
 
 index.scatter_grad = _index_scatter
@@ -41,7 +62,7 @@ def _(n, g):
 def index_put(xp, a, values, key, accumulate=False):
     out = a.copy()
     if accumulate:
-        xp.add.at(out, key, values)
+        add_at(xp, out, key, values)
     else:
         out[key] = values
     return out

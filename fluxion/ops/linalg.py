@@ -8,7 +8,7 @@ import numpy as np
 from fluxion.ops.registry import OPS, apply, defop
 
 
-@defop("matmul", "linalg")
+@defop("matmul", "linalg", takes_out=True)
 def matmul(xp, a, b, out=None):
     """Batched matrix product of operands with at least 2 dimensions; ``out``: a
     C-contiguous array of the result's shape to write it into (the compiler's pooled

@@ -8,9 +8,17 @@ import numpy as np
 from fluxion.ops.registry import OPS, apply, defop
 
 
-@defop("reshape", "movement", view=True, save_inputs=False)
-def reshape(xp, a, shape):
-    return xp.reshape(a, shape)
+@defop("reshape", "movement", view=True, save_inputs=False, takes_out=True)
+def reshape(xp, a, shape, out=None):
+    """A view of ``a`` in the new shape where its strides allow one, else a C-order copy
+    (into ``out`` when given)."""
+    if out is None:
+        return xp.reshape(a, shape)
+    try:
+        return xp.reshape(a, shape, copy=False)
+    except ValueError:  # no view: the copy that reshape makes, into out
+        xp.copyto(out.reshape(a.shape), a)
+        return out
 
 
 @reshape.defgrad
@@ -116,11 +124,11 @@ def _(n, g):
     return (out,)
 
 
-@defop("cat", "movement", save_inputs=False)
-def cat(xp, *arrays, dim=0):
+@defop("cat", "movement", save_inputs=False, takes_out=True)
+def cat(xp, *arrays, dim=0, out=None):
     """Join along ``dim``; 1-D empty inputs are skipped (PyTorch's legacy rule)."""
     kept = [a for a in arrays if not _legacy_empty(a.shape)] or arrays[:1]
-    return xp.concatenate(kept, axis=dim)
+    return xp.concatenate(kept, axis=dim, out=out)
 
 
 def _legacy_empty(shape):
@@ -154,7 +162,7 @@ tril.backward = lambda n, g: (g.tril(n.attrs.get("diagonal", 0)),)
 triu.backward = lambda n, g: (g.triu(n.attrs.get("diagonal", 0)),)
 
 
-@defop("clone", "movement", save_inputs=False)
+@defop("clone", "movement", save_inputs=False, takes_out=True)
 def clone(xp, a, out=None):
     """A C-contiguous copy; ``out``: an array of ``a``'s shape and dtype to copy into (the
     compiler's pooled memory)."""

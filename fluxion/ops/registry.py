@@ -62,6 +62,10 @@ class Op:
     # into an accumulator array (slices add into their region instead of padding zeros)
     scatter_grad: Callable[[Any, Any, Any], None] | None = None
     view: bool = False  # the output shares memory with input 0
+    # forward takes ``out=``: a C-contiguous array of the result's shape and dtype to
+    # write a fresh result into (the compiler's pooled memory); it returns ``out`` or,
+    # where the result is a view of an input, that view
+    takes_out: bool = False
     differentiable: bool = True  # False: outputs never carry gradients (comparisons...)
     n_aux: int = 0  # how many non-differentiable extra outputs follow the main one
     dtype_rule: str = "same"  # elementwise: promote | float | bool | same

@@ -411,7 +411,9 @@ def _flat_kernel(name: str, params: list[str], loads: list[str], body: list[str]
 
     def plain(lo: str, hi: str) -> list[str]:
         size = {("0", "n"): "n", ("0", "lo"): "lo"}.get((lo, hi), f"{hi} - {lo}")
-        return [f"  #pragma omp parallel for simd if ({size} > {PARALLEL_MIN})",
+        # ``parallel:`` limits the condition to the threads: a bare ``if`` also applies to
+        # ``simd`` (OpenMP 5), and below the threshold the loop would run unvectorised
+        return [f"  #pragma omp parallel for simd if (parallel: {size} > {PARALLEL_MIN})",
                 f"  for (int64_t i0 = {lo}; i0 < {hi}; i0++) {{", inner, "  }"]
 
     if ctype not in ("float", "double"):
