@@ -348,6 +348,14 @@ _FRESH = frozenset({
 })
 
 
+def _reshape_copies(graph: Graph, n: Any, planned: dict) -> bool:
+    """Whether reshape node ``n`` copies (no view expresses it) in the planned layouts:
+    only then is it given pooled memory to copy into."""
+    shape = graph.spec(n.args[0])[0]
+    strides = planned.get(n.args[0], layout.c_strides(shape))
+    return not layout.view_layout("reshape", shape, strides, n.attrs)[1]
+
+
 def build_program(graph: Graph, backend: str = "auto", dynamic: bool = False) -> Program:
     """Optimise, fuse, generate code and load it: the whole pipeline for one graph.
     ``dynamic``: kernels read their sizes at run time (``codegen.c.Sizes``), so the same
@@ -370,8 +378,8 @@ def build_program(graph: Graph, backend: str = "auto", dynamic: bool = False) ->
     times["fusion"] = time.perf_counter() - t
     t = time.perf_counter()
     prog = Program(opt, kernels, schedule, "c" if use_c else "numpy", "", trace, times)
+    planned = layout.plan(opt)
     if use_c:
-        planned = layout.plan(opt)
         views = {r: planned[r] for k in kernels for r in k.inputs
                  if r in planned and planned[r] != layout.c_strides(opt.spec(r)[0])}
         for k in kernels:
@@ -437,7 +445,8 @@ def build_program(graph: Graph, backend: str = "auto", dynamic: bool = False) ->
                 isinstance(a, (tuple, list)) and not r for a, r in zip(n.args, refs))
             prog._library_args[i] = (refs, plain)
             if plain and all(refs) and n.dtype.kind == "f" and OPS[n.op].takes_out and (
-                    n.op != "matmul" or all(len(opt.spec(a)[0]) >= 2 for a in n.args)):
+                    n.op != "matmul" or all(len(opt.spec(a)[0]) >= 2 for a in n.args)) \
+                    and (n.op != "reshape" or _reshape_copies(opt, n, planned)):
                 prog._pooled.add(i)
                 if ("n", i) in outputs and math.prod(n.shape) * n.dtype.itemsize >= _POOL_MIN:
                     prog._recycle[i] = None
