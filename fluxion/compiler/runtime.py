@@ -44,7 +44,7 @@ class Program:
     _in_last_use: dict[int, int] = field(default_factory=dict)
     _in_last: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))  # -1: unread
     _step_of: dict[int, int] = field(default_factory=dict)  # node -> the step running it
-    _expect: dict[str, list[tuple]] = field(default_factory=dict)  # kernel -> input layouts
+    _expect: dict[str, list[tuple]] = field(default_factory=dict)  # kernel -> (input, its layout)
     _np_fns: dict[str, Any] = field(default_factory=dict)
     # each C kernel's leading arguments: n, then (dynamic kernels) the address of _params
     _head: dict[str, list[int]] = field(default_factory=dict)
@@ -142,7 +142,8 @@ class Program:
         for a value that never leaves the graph, else fresh memory."""
         root = self.graph.nodes[k.root]
         # a template reads each input many times over: never into an input's memory
-        target = None if k.template else self._targets.get(("n", k.root))
+        target = self._targets.get(("n", k.root)) if self._targets and not k.template \
+            else None
         if target is not None and target.shape == root.shape and target.dtype == root.dtype \
                 and target.flags.c_contiguous and target.flags.writeable \
                 and not self._blocked.get(("n", k.root), True) \
@@ -206,9 +207,8 @@ class Program:
         optimizer states a training step reads are the same arrays every call (and an
         array's memory does not move while this holds it)."""
         known, seen = self._extent_of, {}
-        lo = np.zeros(len(arrays), np.int64)
-        hi = np.zeros(len(arrays), np.int64)
-        for j, a in enumerate(arrays):
+        lo, hi = [], []
+        for a in arrays:
             e = known.get(id(a))
             if e is None or e[0] is not a:
                 if type(a) is np.ndarray and a.size and a.flags.c_contiguous:
@@ -217,11 +217,12 @@ class Program:
                 else:
                     e = (a, *(int(b[0]) for b in _byte_bounds([a])))
             seen[id(a)] = e
-            lo[j], hi[j] = e[1], e[2]
+            lo.append(e[1])
+            hi.append(e[2])
         known.update(seen)
         if len(known) > 4 * len(seen) + 64:  # forget arrays no longer read
             self._extent_of = seen
-        return lo, hi
+        return np.array(lo, np.int64), np.array(hi, np.int64)
 
     def _run_kernel(self, k: Kernel, env: dict, step: int) -> np.ndarray:
         fn = self._fns[k.name]
@@ -229,7 +230,7 @@ class Program:
             return fn(*[env[r] for r in k.inputs])
         args: list[Any] = list(self._head[k.name])
         keep = []
-        for r, (d, raw, norm, contiguous) in zip(k.inputs, self._expect[k.name]):
+        for r, d, raw, norm, contiguous in self._expect[k.name]:
             a = env[r]
             if a.strides != raw or a.dtype != d:
                 # not the layout the C was written for: same elements under other strides
@@ -243,7 +244,10 @@ class Program:
                 else:
                     return self._numpy_kernel(k)(*[env[r] for r in k.inputs])
             keep.append(a)
-            args.append(_address(a))
+            try:  # _address, inlined: a few hundred calls a step
+                args.append(_addressof(_from_buffer(a)))
+            except (TypeError, ValueError, BufferError):
+                args.append(a.ctypes.data)
         out = self._out_buffer(k, step, keep)
         args.append(_address(out))
         if not k.template:
@@ -388,7 +392,7 @@ def build_program(graph: Graph, backend: str = "auto", dynamic: bool = False) ->
                 shape, d = opt.spec(r)
                 est = views.get(r) or layout.c_strides(shape)
                 raw = tuple(e * d.itemsize for e in est)
-                expect.append((d, raw, normalized(shape, raw), r not in views))
+                expect.append((r, d, raw, normalized(shape, raw), r not in views))
             prog._expect[k.name] = expect
         rendered = c_codegen.render_bodies(opt, kernels, views, dynamic)
         bodies = {k: b for k, (b, _) in rendered.items()}
