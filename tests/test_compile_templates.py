@@ -262,6 +262,58 @@ def test_softmax_gradient_and_other_dims() -> None:
     np.testing.assert_allclose(t1.grad.numpy(), tt.grad.numpy(), rtol=1e-10, atol=1e-12)
 
 
+def _kernel_ops(cf: fluxion.compiler.CompiledFunction) -> list[list[str]]:
+    return [[p.graph.nodes[m].op for m in k.nodes] for p in cf.last_programs
+            for k in p.kernels]
+
+
+@pytest.mark.parametrize("dynamic", [False, True])
+def test_softmax_takes_in_its_producer(dynamic: bool) -> None:
+    """Attention's scores: the scale and the causal mask (a broadcast bool operand, -inf
+    where masked) are computed inside the softmax template, one kernel with no
+    intermediate in memory; equal to eager within ulps, masked entries exactly 0, across
+    a change of batch size. log_softmax takes in a bias added along its rows."""
+    rng = np.random.default_rng(8)
+    mask = fluxion.tensor(np.tril(np.ones((6, 6), bool)))
+    bias = fluxion.tensor(rng.standard_normal(6).astype(np.float32))
+
+    def fn(q: Any) -> Any:
+        scores = (q @ q.transpose(-2, -1)) * 0.5
+        att = F.softmax(scores.masked_fill(~mask, float("-inf")), dim=-1)
+        return att, F.log_softmax(q @ q.transpose(-2, -1) + bias, dim=-1)
+
+    cf = fluxion.compile(fn, dynamic=dynamic)
+    for batch in (2, 3):
+        q = fluxion.tensor(rng.standard_normal((batch, 4, 6, 6)).astype(np.float32))
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(runtime.Program, "_library_value", _no_fallback)
+            got = [t.numpy() for t in cf(q)]
+        want = [t.numpy() for t in fn(q)]
+        for g, w in zip(got, want):
+            np.testing.assert_allclose(g, w, rtol=4e-7, atol=1e-6)
+        assert np.all(got[0][want[0] == 0] == 0)
+        ops = _kernel_ops(cf)
+        assert ["mul", "where", "softmax"] in ops, ops
+        assert ["add", "log_softmax"] in ops, ops
+        assert ["mul", "where"] not in ops  # not also a kernel of its own
+
+
+def test_softmax_leaves_a_producer_others_read() -> None:
+    """A producer whose value is also returned (or read by another op) stays a kernel
+    of its own: the softmax template then reads it from memory."""
+    x = fluxion.tensor(np.random.default_rng(9).standard_normal((3, 5)).astype(np.float32))
+
+    def fn(t: Any) -> Any:
+        y = t * 2.0
+        return F.softmax(y, dim=-1), y
+
+    cf = fluxion.compile(fn)
+    got, want = cf(x), fn(x)
+    for g, w in zip(got, want):
+        np.testing.assert_allclose(g.numpy(), w.numpy(), rtol=4e-7, atol=1e-7)
+    assert ["softmax"] in _kernel_ops(cf) and ["mul"] in _kernel_ops(cf)
+
+
 def test_template_source_is_explained() -> None:
     x = fluxion.randn(2, 3, 8, 8)
     report = fluxion.explain(lambda t: F.max_pool2d(t * 2, 2), x)

@@ -134,3 +134,28 @@ def fuse(graph: Graph) -> tuple[list[Kernel], list[int]]:
     schedule = [i for i in range(len(graph.nodes)) if i not in fused_members]
     _ = roots
     return kernels, schedule
+
+
+def fuse_into_softmax(graph: Graph, kernels: list[Kernel], schedule: list[int]) -> list[int]:
+    """A softmax or log_softmax emitted from its C template takes in the elementwise
+    kernel that feeds it when nothing else reads that kernel's value (attention's scale
+    and mask): the template computes each row of the producer into its output row and
+    normalises it there, so the scores never go to memory and back. Returns the schedule
+    without the absorbed kernels."""
+    users = graph.users()
+    outputs = {r[1] for r in graph.outputs if is_ref(r) and r[0] == "n"}
+    producers = {k.root: k for k in kernels if not k.template}
+    gone: set[int] = set()
+    for k in kernels:
+        n = graph.nodes[k.root]
+        if not k.template or n.op not in ("softmax", "log_softmax"):
+            continue
+        r = n.args[0]
+        p = producers.get(r[1]) if r[0] == "n" else None
+        if p is None or is_reduction(graph, p) or r[1] in outputs \
+                or users[r[1]] != [k.root] or graph.nodes[r[1]].shape != n.shape:
+            continue
+        k.nodes, k.inputs = p.nodes + k.nodes, list(p.inputs)
+        gone.add(p.root)
+    kernels[:] = [k for k in kernels if k.template or k.root not in gone]
+    return [i for i in schedule if i not in gone]

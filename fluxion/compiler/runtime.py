@@ -17,7 +17,7 @@ from fluxion.compiler.codegen import c as c_codegen
 from fluxion.compiler.codegen import numpy as np_codegen
 from fluxion.compiler.codegen import templates
 from fluxion.compiler.config import config
-from fluxion.compiler.fusion import Kernel, fuse
+from fluxion.compiler.fusion import Kernel, fuse, fuse_into_softmax
 from fluxion.compiler.graph import Graph
 from fluxion.compiler.layout import normalized
 from fluxion.compiler.passes import optimize
@@ -239,7 +239,7 @@ class Program:
                     pass
                 elif contiguous:
                     a = np.ascontiguousarray(a, dtype=d)
-                elif k.template:
+                elif k.template and len(k.nodes) == 1:
                     return self._library_value(k.root, env)
                 else:
                     return self._numpy_kernel(k)(*[env[r] for r in k.inputs])
@@ -378,6 +378,7 @@ def build_program(graph: Graph, backend: str = "auto", dynamic: bool = False) ->
             refs = None if i in roots else templates.template_for(opt, i)
             if refs is not None:
                 kernels.append(Kernel(f"lib_{i}", [i], refs, template=True))
+        schedule = fuse_into_softmax(opt, kernels, schedule)
         use_c = bool(kernels)
     times["fusion"] = time.perf_counter() - t
     t = time.perf_counter()

@@ -392,12 +392,47 @@ def render_template(graph: Graph, k: Kernel,
     return f"int64_t {k.name}({', '.join(params)}) {{\n  (void)n;\n{body}\n}}\n"
 
 
+def render_softmax_fused(graph: Graph, k: Kernel,
+                         layouts: dict[Any, tuple[int, ...]] | None = None,
+                         sizes: Sizes | None = None) -> str:
+    """A softmax (or log_softmax) along the last axis that took in its elementwise
+    producer (attention's scale and mask): each row's values are computed into the
+    output row and normalised there, never written to memory in between."""
+    node = graph.nodes[k.root]
+    ctype, shape = CTYPE[node.dtype], node.shape
+    size = sizes if sizes is not None else Sizes()
+    params, names, rows, loads = ["int64_t n"], {}, [], []
+    for j, r in enumerate(k.inputs):
+        ishape, dtype = graph.spec(r)
+        params.append(f"const {CTYPE[dtype]}* restrict in{j}")
+        own = (layouts or {}).get(r) or c_strides(ishape)
+        st = broadcast_strides(ishape, own, shape)
+        rows.append(f"const {CTYPE[dtype]}* p{j} = in{j} + "
+                    f"{templates.offset_of('r', shape[:-1], st[:-1], size)};")
+        col = {0: "0", 1: "j"}.get(st[-1]) or f"j * {size(st[-1])}"
+        loads.append(f"  const {CTYPE[dtype]} x{j} = p{j}[{col}];")
+        names[r] = f"x{j}"
+    body = []
+    for pos, m in enumerate(k.nodes[:-1]):
+        body.append(f"  const {CTYPE[graph.nodes[m].dtype]} t{pos} = "
+                    f"{_expr(graph, m, names)};")
+        names[("n", m)] = f"t{pos}"
+    head = [*rows, "#pragma omp simd", f"for (int64_t j = 0; j < {size(shape[-1])}; j++) {{",
+            *loads, *body, f"  o[j] = {names[node.args[0]]};", "}", f"const {ctype}* x = o;"]
+    params.append(f"{ctype}* out0")
+    text = templates.softmax_rows(shape, ctype, size, head, 1, node.op == "log_softmax",
+                                  restrict=False)
+    params[1:1] = size.param()
+    return f"int64_t {k.name}({', '.join(params)}) {{\n  (void)n;\n{text}\n}}\n"
+
+
 def render_function(graph: Graph, k: Kernel,
                     layouts: dict[Any, tuple[int, ...]] | None = None,
                     sizes: Sizes | None = None) -> str:
     """The C function of a kernel, fused or templated."""
     if k.template:
-        return render_template(graph, k, layouts, sizes)
+        fused = len(k.nodes) > 1  # a softmax with its producer
+        return (render_softmax_fused if fused else render_template)(graph, k, layouts, sizes)
     render_fn = render_reduction if is_reduction(graph, k) else render_kernel
     return render_fn(graph, k, layouts, sizes)
 

@@ -149,7 +149,7 @@ def _extreme(largest: bool) -> Callable[..., str]:
         after_shape, after_strides = shape[d + 1:], strides[d + 1:]
         n_after = math.prod(after_shape)
         opens, closes, off = _walk(after_shape, after_strides, "a", "      ", sz)
-        b_off = _offset_of("b", shape[:d], strides[:d], sz)
+        b_off = offset_of("b", shape[:d], strides[:d], sz)
         # j = 0 starts each window; later slices take over where they are beyond
         flat = len(opens) <= 1  # one loop: the output position is its counter
         e = "a0" if flat else "e"
@@ -187,7 +187,7 @@ def _extreme(largest: bool) -> Callable[..., str]:
     return render
 
 
-def _offset_of(var: str, shape: tuple[int, ...], strides: tuple[int, ...], sz: Sizes) -> str:
+def offset_of(var: str, shape: tuple[int, ...], strides: tuple[int, ...], sz: Sizes) -> str:
     """The element offset of flat index ``var`` over ``shape`` laid out with ``strides``."""
     terms, inner = [], 1
     for e, s in reversed(list(zip(shape, strides))):
@@ -252,22 +252,32 @@ def _softmax(ins: list[Layout], outs: list[tuple], ctype: str, sz: Sizes, dim: i
     ``exp`` as the NumPy kernel does. The maximum and the sum run in vector-wide lanes
     (a float reduction does not vectorise without reassociation)."""
     (shape, strides), = ins
-    length, step = shape[-1], strides[-1]
+    row = offset_of("r", shape[:-1], strides[:-1], sz)
+    return softmax_rows(shape, ctype, sz, [f"const {ctype}* x = in0 + {row};"],
+                        strides[-1], log, restrict=True)
+
+
+def softmax_rows(shape: tuple[int, ...], ctype: str, sz: Sizes, head: list[str],
+                 step: int, log: bool, restrict: bool) -> str:
+    """The row loop of a (log_)softmax along the last axis of ``shape``: ``head`` points
+    ``x`` at row ``r`` of the values (``step`` elements apart) and may fill the output
+    row ``o`` first (a fused producer's values, read back from L1 as ``x``: then
+    ``restrict`` is off)."""
+    length = shape[-1]
     rows = math.prod(shape[:-1])
     low, lanes, exp = ("-87.0f", 16, "fluxion_expf") if ctype == "float" else \
         ("-700.0", 8, "exp")
-    row = _offset_of("r", shape[:-1], strides[:-1], sz)
     n = sz(length)
 
     def at(index: str) -> str:  # element ``index`` of the row
         return f"x[({index}) * {sz(step)}]" if step != 1 else f"x[{index}]"
 
     x = at("j")
-
+    lines = "\n".join(f"    {h}" for h in head)
     return f"""  {_parallel(sz(rows * length))}
   for (int64_t r = 0; r < {sz(rows)}; r++) {{
-    const {ctype}* x = in0 + {row};
-    {ctype}* restrict o = out0 + r * {n};
+    {ctype}* {"restrict " if restrict else ""}o = out0 + r * {n};
+{lines}
     const int64_t full = {n} - {n} % {lanes};
     {ctype} lm[{lanes}], ls[{lanes}];
     int ln[{lanes}];
