@@ -420,8 +420,7 @@ def render_softmax_fused(graph: Graph, k: Kernel,
     head = [*rows, "#pragma omp simd", f"for (int64_t j = 0; j < {size(shape[-1])}; j++) {{",
             *loads, *body, f"  o[j] = {names[node.args[0]]};", "}", f"const {ctype}* x = o;"]
     params.append(f"{ctype}* out0")
-    text = templates.softmax_rows(shape, ctype, size, head, 1, node.op == "log_softmax",
-                                  restrict=False)
+    text = templates.softmax_rows(shape, ctype, size, head, 1, node.op == "log_softmax")
     params[1:1] = size.param()
     return f"int64_t {k.name}({', '.join(params)}) {{\n  (void)n;\n{text}\n}}\n"
 
