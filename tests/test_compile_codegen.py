@@ -345,10 +345,62 @@ def test_fusion_takes_in_a_value_read_several_times_inside_one_kernel() -> None:
         np.testing.assert_allclose(got, s + x * s * (1 - s), rtol=1e-5)
 
 
-def test_fusion_keeps_graph_outputs() -> None:
+def test_fusion_stores_a_graph_output_beside_the_root() -> None:
+    """A producer that is also a graph output joins its consumer's kernel and is stored
+    as an extra output of the same pass; one read elsewhere stays a kernel of its own."""
     g = Graph([((2, 3), F32)], [node("exp", X), node("mul", n(0), 2.0)], [n(1), n(0)])
+    kernels, schedule = fuse(g)
+    assert [[g.nodes[m].op for m in k.nodes] for k in kernels] == [["exp", "mul"]]
+    assert kernels[0].extra == [0] and schedule == [1]
+    g = Graph([((2, 3), F32)], [node("exp", X), node("mul", n(0), 2.0),
+                                node("sum", n(0), sh=(), dims=None, keepdim=False)],
+              [n(1), n(0), n(2)])
     ks, _ = groups(g)
-    assert ks == [["exp"], ["mul"]]
+    assert ks == [["exp"], ["mul"], ["sum"]]
+
+
+def _momentum_graph(dt: np.dtype = F32) -> Graph:
+    """SGD with momentum, as captured: buf' = 0.9 buf + g, p' = p - 0.1 buf' (both
+    outputs, both to be written back in place)."""
+    sh = (3, 5)
+    return Graph([(sh, dt), (sh, dt), (sh, dt)],
+                 [node("mul", X, 0.9, sh=sh, dt=dt), node("add", n(0), Y, sh=sh, dt=dt),
+                  node("mul", n(1), -0.1, sh=sh, dt=dt), node("add", Z, n(2), sh=sh, dt=dt)],
+                 [n(1), n(3)])
+
+
+def test_c_multi_output_kernel() -> None:
+    src = c_source(_momentum_graph())
+    assert src.count("void fused_") == 1
+    k = kernel_text(src)
+    assert "float* out, float* out1)" in k  # the root, then the stored member
+    assert "out1[i0] = t1;" in k and "out[i0] = t3;" in k
+
+
+@pytest.mark.parametrize("dt", [F32, F64])
+def test_multi_output_kernel_in_place_both_backends(dt: np.dtype) -> None:
+    """Both outputs of one kernel written straight into their targets (the buffer and the
+    weights it updates), or into fresh memory when a target overlaps another output:
+    the C and the NumPy kernels give NumPy's values either way."""
+    g = _momentum_graph(dt)
+    rng = np.random.default_rng(3)
+    buf, grad, w = (rng.standard_normal((3, 5)).astype(dt) for _ in range(3))
+    want_buf = buf * dt.type(0.9) + grad
+    want_w = w + want_buf * dt.type(-0.1)
+    backends = ["numpy", "c"] if HAVE_CC else ["numpy"]
+    for backend in backends:
+        prog = runtime.build_program(g, backend=backend)
+        b2, w2 = buf.copy(), w.copy()
+        got_buf, got_w = prog.run([b2, grad, w2], {0: b2, 1: w2})
+        np.testing.assert_array_equal(got_buf, want_buf)
+        np.testing.assert_array_equal(got_w, want_w)
+        if backend == "c":  # written in place: no copies back needed
+            assert got_buf is b2 and got_w is w2
+        same = buf.copy()  # both targets one array: never both written there
+        got_buf, got_w = prog.run([same, grad, w.copy()], {0: same, 1: same})
+        np.testing.assert_array_equal(got_buf, want_buf)
+        np.testing.assert_array_equal(got_w, w + want_buf * dt.type(-0.1))
+        assert got_buf is not got_w
 
 
 def test_fusion_leaves_integers_and_non_c_ops_to_the_library() -> None:

@@ -4,8 +4,10 @@ the elementwise kernel that feeds it.
 A node joins its consumer's kernel when both are elementwise with a C expression in the
 op table (GELU, a primitive for eager's sake, has one too), every reader of the producer is
 in that kernel (one consumer, or several that all fuse there: a sigmoid that its gradient
-reads three times), it is not a graph output, and the shapes agree (a producer that
-broadcasts is read by the kernel instead). Everything else (matrix
+reads three times) and the shapes agree (a producer that broadcasts is read by the kernel
+instead). A producer that is also a graph output joins as well and is stored beside the
+kernel's result (``Kernel.extra``): an optimizer's new moments and new weights come out of
+one pass over its state. Everything else (matrix
 products, convolutions' unfold/fold, reductions, indexing) runs as a library call."""
 
 from __future__ import annotations
@@ -33,6 +35,9 @@ class Kernel:
     nodes: list[int]
     inputs: list[tuple] = field(default_factory=list)  # external values read
     template: bool = False
+    # members that are graph outputs too, stored beside the root in the same pass (an
+    # optimizer's new moment estimates beside the new weights)
+    extra: list[int] = field(default_factory=list)
 
     @property
     def root(self) -> int:
@@ -73,7 +78,7 @@ def _fuse_sums(graph: Graph, kernels: list[Kernel], users: dict[int, list[int]],
         if graph.spec(r)[1] != n.dtype:
             continue
         k = by_root.get(r[1]) if r[0] == "n" else None
-        if k is None or r[1] in outputs or users[r[1]] != [i]:
+        if k is None or k.extra or r[1] in outputs or users[r[1]] != [i]:
             # no producer to take in: the sum alone, still one C pass (double accumulator)
             kernels.append(Kernel("k", [i]))
             by_root[i] = kernels[-1]
@@ -98,23 +103,26 @@ def fuse(graph: Graph) -> tuple[list[Kernel], list[int]]:
     for i, n in enumerate(graph.nodes):
         if not fusible(graph, i):
             continue
-        members = {i}
+        members, extra = {i}, set()
         grew = True
         while grew:  # take in producer kernels all of whose readers are members by now
             grew = False
             for m in sorted(members, reverse=True):
                 for r in node_refs(graph.nodes[m]):
                     j = r[1]
-                    if r[0] != "n" or j in members or j not in group_of or j in outputs \
+                    if r[0] != "n" or j in members or j not in group_of \
                             or graph.nodes[j].shape != n.shape \
                             or not all(u in members for u in users[j]):
                         continue
                     g = kernels[group_of[j]]
                     members.update(g.nodes)
-                    g.nodes = []
+                    extra.update(g.extra)
+                    if g.root in outputs:  # stored as well: one pass reads the inputs once
+                        extra.add(g.root)
+                    g.nodes, g.extra = [], []
                     grew = True
         k = len(kernels)
-        kernels.append(Kernel(f"k{k}", sorted(members)))
+        kernels.append(Kernel(f"k{k}", sorted(members), extra=sorted(extra)))
         for m in members:
             group_of[m] = k
     kernels = [k for k in kernels if k.nodes]
@@ -152,7 +160,7 @@ def fuse_into_softmax(graph: Graph, kernels: list[Kernel], schedule: list[int]) 
             continue
         r = n.args[0]
         p = producers.get(r[1]) if r[0] == "n" else None
-        if p is None or is_reduction(graph, p) or r[1] in outputs \
+        if p is None or p.extra or is_reduction(graph, p) or r[1] in outputs \
                 or users[r[1]] != [k.root] or graph.nodes[r[1]].shape != n.shape:
             continue
         k.nodes, k.inputs = p.nodes + k.nodes, list(p.inputs)

@@ -142,12 +142,8 @@ class Program:
         for a value that never leaves the graph, else fresh memory."""
         root = self.graph.nodes[k.root]
         # a template reads each input many times over: never into an input's memory
-        target = self._targets.get(("n", k.root)) if self._targets and not k.template \
-            else None
-        if target is not None and target.shape == root.shape and target.dtype == root.dtype \
-                and target.flags.c_contiguous and target.flags.writeable \
-                and not self._blocked.get(("n", k.root), True) \
-                and all(_aligned_or_apart(target, a) for a in reads):
+        target = None if k.template else self._safe_target(k.root, reads)
+        if target is not None:
             return target
         if k.name in self._scratch_ok:
             buf = self._scratch.get(k.name)
@@ -227,7 +223,7 @@ class Program:
     def _run_kernel(self, k: Kernel, env: dict, step: int) -> np.ndarray:
         fn = self._fns[k.name]
         if self.backend == "numpy":
-            return fn(*[env[r] for r in k.inputs])
+            return self._store_extra(k, env, fn(*[env[r] for r in k.inputs]))
         args: list[Any] = list(self._head[k.name])
         keep = []
         for r, d, raw, norm, contiguous in self._expect[k.name]:
@@ -242,7 +238,8 @@ class Program:
                 elif k.template and len(k.nodes) == 1:
                     return self._library_value(k.root, env)
                 else:
-                    return self._numpy_kernel(k)(*[env[r] for r in k.inputs])
+                    return self._store_extra(
+                        k, env, self._numpy_kernel(k)(*[env[r] for r in k.inputs]))
             keep.append(a)
             try:  # _address, inlined: a few hundred calls a step
                 args.append(_addressof(_from_buffer(a)))
@@ -250,6 +247,13 @@ class Program:
                 args.append(a.ctypes.data)
         out = self._out_buffer(k, step, keep)
         args.append(_address(out))
+        if k.extra:
+            taken = [out]
+            for e in k.extra:
+                buf = self._extra_buffer(e, keep, taken)
+                taken.append(buf)
+                args.append(_address(buf))
+                env[("n", e)] = buf
         if not k.template:
             fn(*args)
             return out
@@ -259,6 +263,40 @@ class Program:
         for j, a in enumerate(aux):
             env[("aux", k.root, j)] = a
         return out
+
+    def _store_extra(self, k: Kernel, env: dict, got: Any) -> np.ndarray:
+        """A NumPy kernel's result: the root's value, its extra outputs into ``env``."""
+        if not k.extra:
+            return got
+        for e, v in zip(k.extra, got[1:]):
+            env[("n", e)] = v
+        return got[0]
+
+    def _extra_buffer(self, e: int, reads: list[np.ndarray],
+                      taken: list[np.ndarray]) -> np.ndarray:
+        """Where a kernel stores its extra output ``e``: its in-place target under the
+        root's conditions and apart from the kernel's other outputs, else last call's
+        array or pooled memory (never a scratch buffer: it leaves the graph)."""
+        target = self._safe_target(e, reads)
+        if target is not None and not any(np.may_share_memory(target, t) for t in taken):
+            return target
+        if e in self._recycle:
+            return self._recycled(e)
+        node = self.graph.nodes[e]
+        return self._fresh(node.shape, node.dtype)
+
+    def _safe_target(self, i: int, reads: list[np.ndarray]) -> np.ndarray | None:
+        """Node ``i``'s in-place target if a kernel may write it directly: the same shape
+        and dtype, contiguous and writable, not read later (``_check_targets``), and each
+        element of every input read before that element is written."""
+        target = self._targets.get(("n", i)) if self._targets else None
+        node = self.graph.nodes[i]
+        if target is not None and target.shape == node.shape and target.dtype == node.dtype \
+                and target.flags.c_contiguous and target.flags.writeable \
+                and not self._blocked.get(("n", i), True) \
+                and all(_aligned_or_apart(target, a) for a in reads):
+            return target
+        return None
 
     def _library_value(self, i: int, env: dict) -> np.ndarray:
         self._run_library(i, env)
@@ -286,7 +324,10 @@ class Program:
             attrs = {key: map_refs(v, lambda r: local[r]) for key, v in n.attrs.items()}
             out = run_kernel(op.forward, np, *args, **attrs)
             local[("n", m)] = np.asarray(out[0] if op.n_aux else out)
-        want, got = local[("n", i)], env[("n", i)]
+        for m in (i, *(k.extra if k is not None else ())):
+            self._compare(m, local[("n", m)], env[("n", m)])
+
+    def _compare(self, i: int, want: np.ndarray, got: np.ndarray) -> None:
         if want.dtype.kind in "fc":
             ok = np.allclose(got, want, rtol=config.verify_rtol, atol=config.verify_atol,
                              equal_nan=True)
@@ -417,7 +458,7 @@ def build_program(graph: Graph, backend: str = "auto", dynamic: bool = False) ->
         prog.library = ", ".join(sorted({lib._name for lib in libs.values()}))
         for k in kernels:
             fn = getattr(libs[names[k.name]], names[k.name])
-            n_out = 1 + len(opt.nodes[k.root].aux)
+            n_out = 1 + len(opt.nodes[k.root].aux) + len(k.extra)
             fn.argtypes = [ctypes.c_int64] + [ctypes.c_void_p] * (
                 len(prog._head[k.name]) - 1 + len(k.inputs) + n_out)
             fn.restype = ctypes.c_int64 if k.template else None
@@ -465,10 +506,13 @@ def build_program(graph: Graph, backend: str = "auto", dynamic: bool = False) ->
         prog._in_last[j] = step
     prog._step_of = {i: step for step, i in enumerate(schedule)}
     for k in kernels:
-        root = opt.nodes[k.root]
-        if ("n", k.root) in outputs and int(np.prod(root.shape)) * root.dtype.itemsize \
-                >= _POOL_MIN:
-            prog._recycle[k.root] = None
+        for e in k.extra:  # stored by their kernel's step
+            prog._step_of[e] = prog._step_of[k.root]
+        for m in (k.root, *k.extra):
+            node = opt.nodes[m]
+            if ("n", m) in outputs and math.prod(node.shape) * node.dtype.itemsize \
+                    >= _POOL_MIN:
+                prog._recycle[m] = None
     # memory planning: a kernel result that only compute ops read (no views, not an
     # output) gets one buffer, reused on every call
     users = opt.users()

@@ -227,6 +227,7 @@ def render_kernel(graph: Graph, k: Kernel,
         own = (layouts or {}).get(r) or c_strides(shape)
         operands.append(broadcast_strides(shape, own, root.shape))
     params.append(f"{CTYPE[root.dtype]}* out")  # may be an input's memory (in place)
+    params += [f"{CTYPE[graph.nodes[e].dtype]}* out{j + 1}" for j, e in enumerate(k.extra)]
     ext, strides = loop_nest(root.shape, [c_strides(root.shape), *operands])
     if not ext:  # a single element
         ext, strides = (1,), [(0,)] * len(strides)
@@ -240,6 +241,8 @@ def render_kernel(graph: Graph, k: Kernel,
         nm = f"t{pos}"                   # are the same text, so one function
         body.append(f"    const {CTYPE[graph.nodes[m].dtype]} {nm} = {_expr(graph, m, names)};")
         names[("n", m)] = nm
+    for j, e in enumerate(k.extra):  # outputs stored beside the root, same positions
+        body.append(f"    out{j + 1}[{_index(strides[0], size)}] = t{k.nodes.index(e)};")
     body.append(f"    out[{_index(strides[0], size)}] = t{len(k.nodes) - 1};")
     inner = "\n".join(loads + body)
     params[1:1] = size.param()

@@ -24,8 +24,9 @@ def render_kernel(graph: Graph, k: Kernel) -> str:
         attrs = "".join(f", {key}={v!r}" for key, v in n.attrs.items())
         lines.append(f"    t{m} = OPS[{n.op!r}].forward(np, {args}{attrs})")
         names[("n", m)] = f"t{m}"
-    dtype = str(graph.nodes[k.root].dtype)
-    lines.append(f"    return np.asarray(t{k.root}, dtype=np.dtype({dtype!r}))")
+    outs = [f"np.asarray(t{m}, dtype=np.dtype({str(graph.nodes[m].dtype)!r}))"
+            for m in (k.root, *k.extra)]
+    lines.append(f"    return {', '.join(outs)}")  # a tuple with extra outputs
     return "\n".join(lines) + "\n"
 
 
