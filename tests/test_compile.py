@@ -6,6 +6,7 @@ recompile-limit warning; and ``fluxion.explain``'s report."""
 
 from __future__ import annotations
 
+import ctypes
 import sys
 import warnings
 from typing import Any
@@ -984,6 +985,55 @@ def test_verify_mode(monkeypatch: pytest.MonkeyPatch) -> None:
     prog._fns[name] = lambda *a: good(*a) + 1.0  # sabotage the fused mul -> exp -> sum
     with pytest.raises(RuntimeError, match=r"verify: node %2 \(sum, float32\[\]\) differs"):
         compiled(x)
+
+
+def test_verify_mode_on_a_training_step(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A whole AdamW step under verify mode: the in-place updates (the step count, the
+    moments, the weights) are checked against the inputs they were computed from (none is
+    overwritten before its check), and the weights end as without verify; a sabotaged
+    extra output of a multi-output kernel (a new moment) is named."""
+    def setup() -> tuple[Any, Any]:
+        fluxion.manual_seed(0)
+        m = fluxion.nn.Sequential(fluxion.nn.Linear(8, 16), fluxion.nn.ReLU(),
+                                  fluxion.nn.Linear(16, 3))
+        return m, fluxion.optim.AdamW(m.parameters(), lr=1e-2)
+
+    x, y = fluxion.randn(5, 8), fluxion.tensor([0, 1, 2, 1, 0])
+
+    def make(m: Any, opt: Any) -> Any:
+        def step() -> Any:
+            opt.zero_grad()
+            loss = nn.functional.cross_entropy(m(x), y)
+            loss.backward()
+            opt.step()
+            return loss
+        return fluxion.compile(step)
+
+    plain, checked = setup(), setup()
+    for _ in range(3):
+        make(*plain)()
+    monkeypatch.setattr(fluxion.compiler.config, "verify", True)
+    step = make(*checked)
+    for _ in range(3):
+        step()
+    for a, b in zip(plain[0].parameters(), checked[0].parameters()):
+        np.testing.assert_array_equal(a.detach().numpy(), b.detach().numpy())
+    (prog,) = step.last_programs
+    if prog.backend != "c":
+        pytest.skip("no working C compiler (CC): the sabotage below patches a C kernel")
+    k = next(k for k in prog.kernels if k.extra)
+    good = prog._fns[k.name]
+
+    def sabotaged(*args: Any) -> None:  # the first extra output: its address is last-but-n
+        good(*args)
+        extra = np.ctypeslib.as_array(
+            (ctypes.c_float * 1).from_address(args[-len(k.extra)]))
+        extra[0] += 1.0
+
+    prog._fns[k.name] = sabotaged
+    node = prog.graph.nodes[k.extra[0]]
+    with pytest.raises(RuntimeError, match=rf"verify: node %{k.extra[0]} \({node.op}, "):
+        step()
 
 
 # --- 7. explain -------------------------------------------------------------------------

@@ -71,8 +71,11 @@ class Program:
         """Execute on ``inputs``; returns the output arrays. ``targets`` maps output
         positions to the memory they must end up in (in-place writes of the captured
         code): a kernel writes straight there when nothing later reads the old contents."""
-        self._targets = {self.graph.outputs[j]: m for j, m in (targets or {}).items()
-                         if is_ref(self.graph.outputs[j])}
+        # verify mode recomputes each kernel from its inputs afterwards: none may have been
+        # overwritten in place (the values go to fresh memory and are copied back instead)
+        self._targets = {} if config.verify else {
+            self.graph.outputs[j]: m for j, m in (targets or {}).items()
+            if is_ref(self.graph.outputs[j])}
         self._inputs = inputs
         if self._targets:
             self._check_targets(inputs)
