@@ -377,6 +377,16 @@ def test_c_multi_output_kernel() -> None:
     assert "out1[i0] = t1;" in k and "out[i0] = t3;" in k
 
 
+def test_explain_names_the_extra_outputs() -> None:
+    def step(buf: Any, grad: Any, w: Any) -> Any:
+        buf.mul_(0.9).add_(grad)
+        w.add_(buf, alpha=-0.1)
+        return w.sum()
+
+    report = fluxion.explain(step, *(fluxion.randn(3, 4) for _ in range(3)))
+    assert "fused_0: mul -> add -> mul -> add (also stores %1)" in report.kernels[0]
+
+
 @pytest.mark.parametrize("dt", [F32, F64])
 def test_multi_output_kernel_in_place_both_backends(dt: np.dtype) -> None:
     """Both outputs of one kernel written straight into their targets (the buffer and the

@@ -450,7 +450,9 @@ def explain(fn: Any, *args: Any, **kwargs: Any) -> ExplainReport:
         graphs=[str(p.captured) for p in progs],  # type: ignore[attr-defined]
         optimized_graphs=[str(p.graph) for p in progs],
         kernels=[[f"{k.name}: " + " -> ".join(p.graph.nodes[m].op for m in k.nodes)
-                  + (" (C template)" if k.template else "") for k in p.kernels]
+                  + (" (C template)" if k.template else "")
+                  + (f" (also stores {', '.join(f'%{e}' for e in k.extra)})" if k.extra
+                     else "") for k in p.kernels]
                  for p in progs],
         sources=[p.source for p in progs],
         timings=timings,
