@@ -149,7 +149,17 @@ def fuse_into_softmax(graph: Graph, kernels: list[Kernel], schedule: list[int]) 
     kernel that feeds it when nothing else reads that kernel's value (attention's scale
     and mask): the template computes each row of the producer into its output row and
     normalises it there, so the scores never go to memory and back. Returns the schedule
-    without the absorbed kernels."""
+    without the absorbed kernels.
+
+    >>> from fluxion.compiler.graph import GNode
+    >>> f32 = np.dtype(np.float32)
+    >>> g = Graph([((2, 4), f32)], [GNode("mul", (("in", 0), 0.5), {}, (2, 4), f32),
+    ...           GNode("softmax", (("n", 0),), {"dim": -1}, (2, 4), f32)], [("n", 1)])
+    >>> kernels, schedule = fuse(g)
+    >>> kernels.append(Kernel("lib_1", [1], [("n", 0)], template=True))
+    >>> fuse_into_softmax(g, kernels, schedule), [(k.name, k.nodes) for k in kernels]
+    ([1], [('lib_1', [0, 1])])
+    """
     users = graph.users()
     outputs = {r[1] for r in graph.outputs if is_ref(r) and r[0] == "n"}
     producers = {k.root: k for k in kernels if not k.template}

@@ -244,10 +244,7 @@ class Program:
                     return self._store_extra(
                         k, env, self._numpy_kernel(k)(*[env[r] for r in k.inputs]))
             keep.append(a)
-            try:  # _address, inlined: a few hundred calls a step
-                args.append(_addressof(_from_buffer(a)))
-            except (TypeError, ValueError, BufferError):
-                args.append(a.ctypes.data)
+            args.append(_address(a))
         out = self._out_buffer(k, step, keep)
         args.append(_address(out))
         if k.extra:

@@ -26,7 +26,13 @@ def add_at(xp, out, key, values) -> None:
     """``out[key] += values`` with repeated indices adding up (``xp.add.at``). Rows picked
     by one integer array (an embedding's gradient) are summed group by group after a
     stable sort instead: ``np.add.at`` takes one slow step per index (6x slower for a
-    2048-token batch)."""
+    2048-token batch).
+
+    >>> out = np.zeros((3, 2))
+    >>> add_at(np, out, np.array([0, 2, 0, -1] * 16), np.ones(2))
+    >>> out.tolist()
+    [[32.0, 32.0], [0.0, 0.0], [32.0, 32.0]]
+    """
     if type(key) is tuple and len(key) == 1:
         key = key[0]  # (rows,) indexes as rows does
     if xp is not np or type(key) is not np.ndarray or key.dtype.kind not in "iu" \

@@ -400,7 +400,16 @@ def render_softmax_fused(graph: Graph, k: Kernel,
                          sizes: Sizes | None = None) -> str:
     """A softmax (or log_softmax) along the last axis that took in its elementwise
     producer (attention's scale and mask): each row's values are computed into the
-    output row and normalised there, never written to memory in between."""
+    output row and normalised there, never written to memory in between.
+
+    >>> from fluxion.compiler.graph import GNode
+    >>> f32 = np.dtype(np.float32)
+    >>> g = Graph([((2, 4), f32)], [GNode("mul", (("in", 0), 0.5), {}, (2, 4), f32),
+    ...           GNode("softmax", (("n", 0),), {"dim": -1}, (2, 4), f32)], [("n", 1)])
+    >>> c = render_softmax_fused(g, Kernel("k", [0, 1], [("in", 0)], template=True))
+    >>> "o[j] = t0;" in c and "const float* x = o;" in c
+    True
+    """
     node = graph.nodes[k.root]
     ctype, shape = CTYPE[node.dtype], node.shape
     size = sizes if sizes is not None else Sizes()

@@ -188,7 +188,12 @@ def _extreme(largest: bool) -> Callable[..., str]:
 
 
 def offset_of(var: str, shape: tuple[int, ...], strides: tuple[int, ...], sz: Sizes) -> str:
-    """The element offset of flat index ``var`` over ``shape`` laid out with ``strides``."""
+    """The element offset of flat index ``var`` over ``shape`` laid out with ``strides``.
+
+    >>> from fluxion.compiler.codegen.c import Sizes
+    >>> offset_of("r", (4, 3), (1, 4), Sizes())  # a transposed (4, 3)
+    '(r / 3) * 1 + (r % 3) * 4'
+    """
     terms, inner = [], 1
     for e, s in reversed(list(zip(shape, strides))):
         if e != 1 and s:
@@ -263,7 +268,14 @@ def softmax_rows(shape: tuple[int, ...], ctype: str, sz: Sizes, head: list[str],
     ``x`` at row ``r`` of the values (``step`` elements apart) and may fill the output
     row ``o`` first (a fused producer's values, read back from L1 as ``x``: a pointer
     based on the ``restrict`` one, which C allows; without ``restrict`` the row loops
-    ran 40% slower)."""
+    ran 40% slower).
+
+    >>> from fluxion.compiler.codegen.c import Sizes
+    >>> c = softmax_rows((8, 64), "float", Sizes(), ["const float* x = in0 + r * 64;"], 1,
+    ...                  log=False)
+    >>> "for (int64_t r = 0; r < 8; r++)" in c and "o[j] /= total;" in c
+    True
+    """
     length = shape[-1]
     rows = math.prod(shape[:-1])
     low, lanes, exp = ("-87.0f", 16, "fluxion_expf") if ctype == "float" else \
