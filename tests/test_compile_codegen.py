@@ -187,7 +187,24 @@ def test_c_comparison_produces_bool() -> None:
     k = kernel_text(c_source(g))
     assert re.search(r"uint8_t\*( restrict)? out\)", k), k
     assert "const float* restrict in0" in k
-    assert re.search(r"const uint8_t t0 = .*\(x0\) > .*0\.5", k), k
+    # held as an int in the loop (0 or 1), a byte only in memory: a uint8_t between float
+    # steps makes GCC give up vectorising the loop
+    assert re.search(r"const int t0 = .*\(x0\) > .*0\.5.* != 0\)", k), k
+
+
+@needs_cc
+def test_c_bool_between_float_steps_stays_in_an_int() -> None:
+    # ReLU's backward: g * (x > 0) cast to float
+    g = Graph([((2, 3), F32), ((2, 3), F32)],
+              [node("gt", X, 0.0, dt=BOOL), node("cast", n(0), dtype=F32),
+               node("mul", Y, n(1))], [n(2)])
+    k = kernel_text(c_source(g))
+    assert "uint8_t" not in k, k
+    prog = runtime.build_program(g, "c")
+    rng = np.random.default_rng(0)
+    x, y = (rng.standard_normal((2, 3)).astype(np.float32) for _ in range(2))
+    (got,) = prog.run([x, y])
+    np.testing.assert_array_equal(got, y * (x > 0))
 
 
 def test_c_where_reads_a_bool_condition() -> None:

@@ -20,6 +20,9 @@ from fluxion.ops.registry import OPS
 
 CTYPE = {np.dtype(np.float32): "float", np.dtype(np.float64): "double",
          np.dtype(bool): "uint8_t"}
+# a value held in a register: bools as int, since a uint8_t between two float steps makes
+# GCC size the simd loop for bytes and give up on it (a ReLU backward ran 7x slower)
+VTYPE = {**CTYPE, np.dtype(bool): "int"}
 PARALLEL_MIN = 1 << 18  # below this, threads cost more than they save
 
 _SIMD_MATH = ("exp", "log", "log1p", "expm1", "sin", "cos", "tan", "tanh", "erf")
@@ -189,14 +192,14 @@ def _expr(graph: Graph, i: int, names: dict[Any, str]) -> str:
     """C for node i, its operands already named."""
     n = graph.nodes[i]
     op = OPS[n.op]
-    ctype = CTYPE[n.dtype]
+    ctype = VTYPE[n.dtype]
     operand_types = [CTYPE[graph.spec(a)[1]] for a in n.args if is_ref(a)]
     lit_type = operand_types[0] if operand_types else ctype
     ops = []
     for a in n.args:
         ops.append(names[a] if is_ref(a) else _literal(a, lit_type))
     if n.op == "cast":
-        return f"({ops[0]} != 0)" if ctype == "uint8_t" else f"(({ctype}){ops[0]})"
+        return f"({ops[0]} != 0)" if n.dtype == bool else f"(({ctype}){ops[0]})"
     expr = (op.c_expr(**n.attrs) if callable(op.c_expr) else op.c_expr) or ""
     if n.op == "clamp":
         lo, hi = n.attrs.get("min"), n.attrs.get("max")
@@ -204,6 +207,8 @@ def _expr(graph: Graph, i: int, names: dict[Any, str]) -> str:
         expr = expr.replace("hi", _literal(math.inf if hi is None else hi, ctype))
     for sym, val in zip("abc", ops):
         expr = re.sub(rf"\b{sym}\b", f"({val})", expr)
+    if n.dtype == bool:  # 0 or 1 whatever the C gives (isnan's nonzero)
+        return f"(({expr}) != 0)"
     return f"(({ctype})({expr}))"
 
 
@@ -239,7 +244,7 @@ def render_kernel(graph: Graph, k: Kernel,
     body = []
     for pos, m in enumerate(k.nodes):  # named by position: a repeated layer's kernels
         nm = f"t{pos}"                   # are the same text, so one function
-        body.append(f"    const {CTYPE[graph.nodes[m].dtype]} {nm} = {_expr(graph, m, names)};")
+        body.append(f"    const {VTYPE[graph.nodes[m].dtype]} {nm} = {_expr(graph, m, names)};")
         names[("n", m)] = nm
     for j, e in enumerate(k.extra):  # outputs stored beside the root, same positions
         body.append(f"    out{j + 1}[{_index(strides[0], size)}] = t{k.nodes.index(e)};")
@@ -301,7 +306,7 @@ def render_reduction(graph: Graph, k: Kernel,
              f"{_offset([('i', k_st[j + 1]), ('r', r_st[j])], size)}];"
              for j, r in enumerate(k.inputs)]
     for pos, m in enumerate(k.nodes[:-1]):
-        inner.append(f"const {CTYPE[graph.nodes[m].dtype]} t{pos} = "
+        inner.append(f"const {VTYPE[graph.nodes[m].dtype]} t{pos} = "
                      f"{_expr(graph, m, names)};")
         names[("n", m)] = f"t{pos}"
     if k_ext and r_ext and max(rd) < kd[-1] and all(
@@ -426,7 +431,7 @@ def render_softmax_fused(graph: Graph, k: Kernel,
         names[r] = f"x{j}"
     body = []
     for pos, m in enumerate(k.nodes[:-1]):
-        body.append(f"  const {CTYPE[graph.nodes[m].dtype]} t{pos} = "
+        body.append(f"  const {VTYPE[graph.nodes[m].dtype]} t{pos} = "
                     f"{_expr(graph, m, names)};")
         names[("n", m)] = f"t{pos}"
     head = [*rows, "#pragma omp simd", f"for (int64_t j = 0; j < {size(shape[-1])}; j++) {{",
