@@ -661,6 +661,89 @@ def test_a_copy_writes_into_a_pooled_array() -> None:
     np.testing.assert_allclose(second, (x * 2).T @ y, rtol=1e-5, atol=1e-4)
 
 
+def _heads_merged(prog: Any, inputs: list, monkeypatch: pytest.MonkeyPatch) -> tuple:
+    """Run ``prog``, counting the copies reshape and cat make."""
+    from fluxion.ops import OPS
+
+    copies = {"reshape": 0, "cat": 0}
+    for name in copies:
+        forward = OPS[name].forward
+
+        def spy(xp: Any, *arrays: Any, _f: Any = forward, _name: str = name, **kw: Any) -> Any:
+            got = _f(xp, *arrays, **kw)
+            copies[_name] += not any(np.shares_memory(got, a) for a in arrays)
+            return got
+
+        monkeypatch.setattr(OPS[name], "forward", spy)
+    return prog.run(inputs), copies
+
+
+@needs_cc
+def test_a_product_is_written_where_its_heads_merge(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Attention's heads merged back, (b, h, t, d) -> (b, t, h*d): the product is written in
+    the merged layout, so the reshape is a view (reshapes to (b*t, h*d) of the same heads
+    too); the values are NumPy's, on a second call too."""
+    b, h, t, d, k = 2, 3, 4, 5, 6
+    merged, heads = (b, t, h * d), (b, t, h, d)
+    g = Graph([((b, h, t, k), F32), ((b, h, k, d), F32)],
+              [node("matmul", X, Y, sh=(b, h, t, d)),
+               node("permute", n(0), sh=heads, dims=(0, 2, 1, 3)),
+               node("reshape", n(1), sh=merged, shape=merged),
+               node("reshape", n(1), sh=(b * t, h * d), shape=(b * t, h * d)),
+               node("exp", n(2), sh=merged), node("exp", n(3), sh=(b * t, h * d))],
+              [n(4), n(5)])
+    prog = runtime.build_program(g, "c")
+    assert len(prog._direct) == 1 and not prog._joins
+    rng = np.random.default_rng(0)
+    for scale in (1.0, 2.0):
+        x = rng.standard_normal((b, h, t, k)).astype(np.float32) * scale
+        y = rng.standard_normal((b, h, k, d)).astype(np.float32)
+        (out, flat), copies = _heads_merged(prog, [x, y], monkeypatch)
+        want = np.exp((x @ y).transpose(0, 2, 1, 3).reshape(merged))
+        np.testing.assert_allclose(out, want, rtol=1e-5)
+        np.testing.assert_allclose(flat, want.reshape(b * t, h * d), rtol=1e-5)
+        assert copies["reshape"] == 0
+
+
+@needs_cc
+def test_joined_heads_are_written_into_the_join(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Attention's backward joins dq, dk and dv, each merged from heads: every product is
+    written into its slice of the join's memory and the join copies nothing; a part
+    that is no such product (an input here) leaves the join copying (the products still
+    written in their merged layouts), values the same."""
+    b, h, t, d = 2, 2, 3, 4
+    merged = (b, t, h * d)
+
+    def graph(parts: int) -> Graph:
+        nodes, joined = [], []
+        for j in range(parts):
+            m = len(nodes)
+            nodes += [node("matmul", X, ("in", 1 + j), sh=(b, h, t, d)),
+                      node("permute", n(m), sh=(b, t, h, d), dims=(0, 2, 1, 3)),
+                      node("reshape", n(m + 1), sh=merged, shape=merged)]
+            joined.append(n(m + 2))
+        if parts < 3:
+            joined.append(("in", 4))
+        nodes.append(node("cat", *joined, sh=(b, t, 3 * h * d), dim=-1))
+        nodes.append(node("mul", n(len(nodes) - 1), 2.0, sh=(b, t, 3 * h * d)))
+        return Graph([((b, h, t, t), F32)] + [((b, h, t, d), F32)] * 3 + [(merged, F32)],
+                     nodes, [n(len(nodes) - 1)])
+
+    rng = np.random.default_rng(1)
+    inputs = [rng.standard_normal(s).astype(np.float32)
+              for s in [(b, h, t, t)] + [(b, h, t, d)] * 3 + [merged]]
+    heads = [(inputs[0] @ v).transpose(0, 2, 1, 3).reshape(merged) for v in inputs[1:4]]
+    for parts, joins, cat_copies in ((3, 1, 0), (2, 0, 1)):
+        prog = runtime.build_program(graph(parts), "c")
+        assert len(prog._joins) == joins
+        for _ in range(2):
+            (out,), copies = _heads_merged(prog, inputs, monkeypatch)
+            want = np.concatenate(heads[:parts] + ([inputs[4]] if parts < 3 else []), -1)
+            np.testing.assert_allclose(out, 2 * want, rtol=1e-5)
+            assert copies == {"reshape": 0, "cat": cat_copies}  # merged in place either way
+            assert not prog._claimed  # the join took its memory
+
+
 @needs_cc
 def test_a_product_output_is_reused_only_once_dropped() -> None:
     """A matrix product that leaves the graph (a weight's gradient) is written into last

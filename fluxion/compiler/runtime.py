@@ -65,6 +65,12 @@ class Program:
     _steps: list[tuple[int, Kernel | None, list[tuple]]] = field(default_factory=list)
     _library_args: dict[int, tuple[list[bool], bool]] = field(default_factory=dict)
     _pooled: set[int] = field(default_factory=set)  # library ops written into pooled arrays
+    # matrix product -> where it writes instead: (the node owning the memory, then the
+    # product's shape, element strides and offset in it); see _direct_writes
+    _direct: dict[int, tuple[int, tuple, tuple, int]] = field(default_factory=dict)
+    # a join's planned memory, taken when its first part is written (this call's)
+    _claimed: dict[int, np.ndarray] = field(default_factory=dict)
+    _joins: dict[int, list[tuple[int, tuple, tuple]]] = field(default_factory=dict)
 
     def run(self, inputs: list[np.ndarray],
             targets: dict[int, np.ndarray] | None = None) -> list[np.ndarray]:
@@ -77,6 +83,7 @@ class Program:
             self.graph.outputs[j]: m for j, m in (targets or {}).items()
             if is_ref(self.graph.outputs[j])}
         self._inputs = inputs
+        self._claimed = {}
         if self._targets:
             self._check_targets(inputs)
         env: dict[tuple, Any] = {("in", k): a for k, a in enumerate(inputs)}
@@ -106,6 +113,9 @@ class Program:
         refs, plain = self._library_args[i]
         if plain:  # operands are values or literals, attributes hold no values
             args = [env[a] if r else a for a, r in zip(n.args, refs)]
+            if i in self._joins and self._joined(i, args):
+                env[("n", i)] = self._claimed.pop(i)
+                return
             if i in self._pooled:
                 env[("n", i)] = self._into_pool(i, op, args, n.attrs)
                 return
@@ -131,14 +141,44 @@ class Program:
         if any(type(a) is not np.ndarray or a.dtype != n.dtype for a in args):
             return run_op(op, *args, **attrs)
         recycle = i in self._recycle
-        out = self._recycled(i) if recycle else self._fresh(n.shape, n.dtype)
+        direct = i in self._direct
+        out = self._recycled(i) if recycle else self._direct_view(i) if direct else \
+            self._fresh(n.shape, n.dtype)
         try:
             got = run_kernel(op.forward, np, *args, **attrs, out=out)
         except (ValueError, TypeError):  # not the shapes recorded: the op's own error
             return run_op(op, *args, **attrs)
-        if got is not out and not recycle:  # a view after all (a reshape): out unused
+        if got is not out and not recycle and not direct:  # a view after all (a reshape)
             self._to_pool(out)
         return got
+
+    def _direct_view(self, i: int) -> np.ndarray:
+        """Where matrix product ``i`` writes: its place in the memory of the reshape (or
+        join) that reads it, so that reshape is a view and the join has nothing to copy."""
+        owner, shape, strides, offset = self._direct[i]
+        buf = self._claimed.get(owner)
+        if buf is None:
+            node = self.graph.nodes[owner]
+            buf = self._fresh(node.shape, node.dtype)
+            if owner in self._joins:  # its other parts write into it too
+                self._claimed[owner] = buf
+        size = buf.itemsize
+        return np.ndarray(shape, buf.dtype, buf, offset * size, tuple(s * size for s in strides))
+
+    def _joined(self, i: int, args: list) -> bool:
+        """Whether every part of join ``i`` already lies where the join puts it (written
+        there by ``_direct_view``); else the join copies as usual."""
+        buf = self._claimed.get(i)
+        if buf is None:
+            return False
+        base, size = _address(buf), buf.itemsize
+        for a, (offset, shape, strides) in zip(args, self._joins[i]):
+            if type(a) is not np.ndarray or a.shape != shape or a.dtype != buf.dtype \
+                    or a.strides != tuple(s * size for s in strides) \
+                    or a.ctypes.data != base + offset * size:
+                self._claimed.pop(i)
+                return False
+        return True
 
     def _out_buffer(self, k: Kernel, step: int, reads: list[np.ndarray]) -> np.ndarray:
         """Where kernel k writes: the in-place target when safe, a reused scratch buffer
@@ -401,6 +441,81 @@ def _reshape_copies(graph: Graph, n: Any, planned: dict) -> bool:
     return not layout.view_layout("reshape", shape, strides, n.attrs)[1]
 
 
+def _direct_writes(graph: Graph, pooled: set[int], outputs: set
+                   ) -> tuple[dict[int, tuple], dict[int, list[tuple]]]:
+    """Copies the memory plan removes: a matrix product read only by a permute read only
+    by a reshape that copies (attention's heads merged back: ``(b, h, t, d) -> (b, t,
+    h*d)``) is written straight in the reshape's layout, which makes the reshape a view;
+    when every part of a join (``cat``) is such a reshape, all of them are written into
+    the join's memory and the join copies nothing (attention's backward joins dq, dk and
+    dv). Returns, per product, (the node whose memory it writes, its shape, element
+    strides and offset there); and per join, each part's (offset, shape, strides)."""
+    users = graph.users()
+
+    def only_reader(i: int, op: str) -> int | None:
+        u = users[i]
+        if len(u) == 1 and ("n", i) not in outputs and graph.nodes[u[0]].op == op \
+                and graph.nodes[u[0]].args[0] == ("n", i):
+            return u[0]
+        return None
+
+    chains: dict[int, tuple[int, int]] = {}  # reshape -> (its product, the permute)
+    for m in pooled:
+        if graph.nodes[m].op != "matmul":
+            continue
+        p = only_reader(m, "permute")
+        if p is None or ("n", p) in outputs:
+            continue
+        # reshapes of it only (view folding may leave two: (b, t, c) and (b*t, c)); once
+        # the product is written in one's layout, every reshape of the permute is a view
+        readers = [graph.nodes[u] for u in users[p]]
+        r = users[p][0] if users[p] else None
+        if r is not None and r in pooled and all(
+                n.op == "reshape" and n.args[0] == ("n", p) for n in readers) \
+                and not any(("n", u) in outputs for u in users[p]):
+            chains[r] = (m, p)
+    direct: dict[int, tuple] = {}
+    joins: dict[int, list[tuple]] = {}
+    for r, (m, p) in chains.items():
+        # the reshape's own memory, or its slice of a join all of whose parts are chains
+        owner, offset, strides = r, 0, layout.c_strides(graph.nodes[r].shape)
+        (c,) = users[r] if len(users[r]) == 1 else (None,)
+        join = graph.nodes[c] if c is not None else None
+        if join is not None and join.op == "cat" and c in pooled and ("n", c) not in outputs \
+                and all(is_ref(a) and a[0] == "n" and a[1] in chains for a in join.args) \
+                and len(set(join.args)) == len(join.args):
+            dim = join.attrs.get("dim", 0) % len(join.shape)
+            strides = layout.c_strides(join.shape)
+            before = 0
+            for a in join.args:
+                if a == ("n", r):
+                    break
+                before += graph.nodes[a[1]].shape[dim]
+            owner, offset = c, before * strides[dim]
+        permuted = graph.nodes[p].shape
+        shaped, is_view = layout.view_layout("reshape", graph.nodes[r].shape, strides,
+                                             {"shape": permuted})
+        if not is_view:
+            continue
+        dims = graph.nodes[p].attrs["dims"]
+        m_strides = [0] * len(dims)
+        for axis, d in enumerate(dims):  # the permute's axis ``axis`` is the product's d
+            m_strides[d] = shaped[axis]
+        direct[m] = (owner, graph.nodes[m].shape, tuple(m_strides), offset)
+        if owner != r:
+            joins.setdefault(owner, []).append((r, offset, graph.nodes[r].shape, strides))
+    for c, parts in list(joins.items()):
+        order = [a[1] for a in graph.nodes[c].args]
+        if len(parts) != len(order):  # a part whose layout no view expresses: copy them all
+            for r, *_ in parts:
+                direct.pop(chains[r][0], None)
+            del joins[c]
+            continue
+        by_node = {r: rest for r, *rest in parts}
+        joins[c] = [tuple(by_node[r]) for r in order]
+    return direct, joins
+
+
 def build_program(graph: Graph, backend: str = "auto", dynamic: bool = False) -> Program:
     """Optimise, fuse, generate code and load it: the whole pipeline for one graph.
     ``dynamic``: kernels read their sizes at run time (``codegen.c.Sizes``), so the same
@@ -496,6 +611,7 @@ def build_program(graph: Graph, backend: str = "auto", dynamic: bool = False) ->
                 prog._pooled.add(i)
                 if ("n", i) in outputs and math.prod(n.shape) * n.dtype.itemsize >= _POOL_MIN:
                     prog._recycle[i] = None
+    prog._direct, prog._joins = _direct_writes(opt, prog._pooled, outputs)
     for step, i in enumerate(schedule):
         reads = roots[i].inputs if i in roots else node_refs(opt.nodes[i])
         for r in reads:
