@@ -744,6 +744,52 @@ def test_joined_heads_are_written_into_the_join(monkeypatch: pytest.MonkeyPatch)
             assert not prog._claimed  # the join took its memory
 
 
+def _count_calls(monkeypatch: pytest.MonkeyPatch, names: tuple[str, ...]) -> dict:
+    from fluxion.ops import OPS
+
+    calls = dict.fromkeys(names, 0)
+    for name in names:
+        def spy(*a: Any, _f: Any = OPS[name].forward, _n: str = name, **kw: Any) -> Any:
+            calls[_n] += 1
+            return _f(*a, **kw)
+
+        monkeypatch.setattr(OPS[name], "forward", spy)
+    return calls
+
+
+@needs_cc
+def test_views_only_kernels_read_are_never_made(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Reshapes, a permute and an expand read only by C kernels, a template and each other
+    are not made at run time: the kernels get the viewed array's address and index it the
+    view's way. Same values as NumPy's; on inputs laid out otherwise than recorded too;
+    and in verify mode, which needs the views as arrays."""
+    g = Graph([((2, 3, 4), F32), ((4, 6), F32), ((3,), F32)],
+              [node("reshape", X, sh=(6, 4), shape=(6, 4)),
+               node("permute", Y, sh=(6, 4), dims=(1, 0)),
+               node("add", n(0), n(1), sh=(6, 4)),
+               node("softmax", n(1), sh=(6, 4), dim=1),
+               node("expand", Z, sh=(2, 3), shape=(2, 3)),
+               node("exp", n(4), sh=(2, 3)),
+               node("reshape", n(1), sh=(6, 2, 2), shape=(6, 2, 2)),  # a view of a view
+               node("neg", n(6), sh=(6, 2, 2))],
+              [n(2), n(3), n(5), n(7)])
+    prog = runtime.build_program(g, "c")
+    assert prog._elided == {n(0): X, n(1): Y, n(4): Z, n(6): Y}
+    rng = np.random.default_rng(4)
+    x, y, z = (rng.standard_normal(s).astype(np.float32) for s in ((2, 3, 4), (4, 6), (3,)))
+    e = np.exp(y.T - y.T.max(1, keepdims=True))
+    want = [x.reshape(6, 4) + y.T, e / e.sum(1, keepdims=True),
+            np.exp(np.broadcast_to(z, (2, 3))), -y.T.reshape(6, 2, 2)]
+    calls = _count_calls(monkeypatch, ("reshape", "permute", "expand"))
+    for inputs in ([x, y, z], [x, np.asfortranarray(y), z]):
+        for got, w in zip(prog.run(inputs), want):
+            np.testing.assert_allclose(got, w, rtol=1e-5)
+    assert calls == {"reshape": 0, "permute": 0, "expand": 0}
+    monkeypatch.setattr(fluxion.compiler.config, "verify", True)
+    for got, w in zip(prog.run([x, y, z]), want):
+        np.testing.assert_allclose(got, w, rtol=1e-5)
+
+
 @needs_cc
 def test_a_product_output_is_reused_only_once_dropped() -> None:
     """A matrix product that leaves the graph (a weight's gradient) is written into last

@@ -71,6 +71,9 @@ class Program:
     # a join's planned memory, taken when its first part is written (this call's)
     _claimed: dict[int, np.ndarray] = field(default_factory=dict)
     _joins: dict[int, list[tuple[int, tuple, tuple]]] = field(default_factory=dict)
+    # views only C kernels read: not made at all, the kernels get the address of the
+    # array they view (the same first element) and index it the view's way
+    _elided: dict[tuple, tuple] = field(default_factory=dict)  # view -> the array it views
 
     def run(self, inputs: list[np.ndarray],
             targets: dict[int, np.ndarray] | None = None) -> list[np.ndarray]:
@@ -93,9 +96,9 @@ class Program:
         for step, (i, k, free) in enumerate(self._steps):
             if k is not None:
                 env[("n", i)] = self._run_kernel(k, env, step)
-            else:
+            elif ("n", i) not in self._elided:
                 self._run_library(i, env)
-            if verify:
+            if verify and (k is not None or ("n", i) not in self._elided):
                 self._verify(i, k, env)
             for r in free:
                 self._release(env.pop(r, None))
@@ -180,12 +183,13 @@ class Program:
                 return False
         return True
 
-    def _out_buffer(self, k: Kernel, step: int, reads: list[np.ndarray]) -> np.ndarray:
+    def _out_buffer(self, k: Kernel, step: int, reads: list[np.ndarray],
+                    viewed: list[np.ndarray]) -> np.ndarray:
         """Where kernel k writes: the in-place target when safe, a reused scratch buffer
         for a value that never leaves the graph, else fresh memory."""
         root = self.graph.nodes[k.root]
         # a template reads each input many times over: never into an input's memory
-        target = None if k.template else self._safe_target(k.root, reads)
+        target = None if k.template else self._safe_target(k.root, reads, viewed)
         if target is not None:
             return target
         if k.name in self._scratch_ok:
@@ -269,7 +273,8 @@ class Program:
             return self._store_extra(k, env, fn(*[env[r] for r in k.inputs]))
         args: list[Any] = list(self._head[k.name])
         keep = []
-        for r, d, raw, norm, contiguous in self._expect[k.name]:
+        viewed = []  # arrays read through the strides of an elided view of them
+        for r, d, raw, norm, contiguous, through in self._expect[k.name]:
             a = env[r]
             if a.strides != raw or a.dtype != d:
                 # not the layout the C was written for: same elements under other strides
@@ -282,15 +287,15 @@ class Program:
                     return self._library_value(k.root, env)
                 else:
                     return self._store_extra(
-                        k, env, self._numpy_kernel(k)(*[env[r] for r in k.inputs]))
-            keep.append(a)
+                        k, env, self._numpy_kernel(k)(*[self._value(r, env) for r in k.inputs]))
+            (viewed if through else keep).append(a)
             args.append(_address(a))
-        out = self._out_buffer(k, step, keep)
+        out = self._out_buffer(k, step, keep, viewed)
         args.append(_address(out))
         if k.extra:
             taken = [out]
             for e in k.extra:
-                buf = self._extra_buffer(e, keep, taken)
+                buf = self._extra_buffer(e, keep, taken, viewed)
                 taken.append(buf)
                 args.append(_address(buf))
                 env[("n", e)] = buf
@@ -312,12 +317,12 @@ class Program:
             env[("n", e)] = v
         return got[0]
 
-    def _extra_buffer(self, e: int, reads: list[np.ndarray],
-                      taken: list[np.ndarray]) -> np.ndarray:
+    def _extra_buffer(self, e: int, reads: list[np.ndarray], taken: list[np.ndarray],
+                      viewed: list[np.ndarray]) -> np.ndarray:
         """Where a kernel stores its extra output ``e``: its in-place target under the
         root's conditions and apart from the kernel's other outputs, else last call's
         array or pooled memory (never a scratch buffer: it leaves the graph)."""
-        target = self._safe_target(e, reads)
+        target = self._safe_target(e, reads, viewed)
         if target is not None and not any(np.may_share_memory(target, t) for t in taken):
             return target
         if e in self._recycle:
@@ -325,20 +330,35 @@ class Program:
         node = self.graph.nodes[e]
         return self._fresh(node.shape, node.dtype)
 
-    def _safe_target(self, i: int, reads: list[np.ndarray]) -> np.ndarray | None:
+    def _safe_target(self, i: int, reads: list[np.ndarray],
+                     viewed: list[np.ndarray]) -> np.ndarray | None:
         """Node ``i``'s in-place target if a kernel may write it directly: the same shape
         and dtype, contiguous and writable, not read later (``_check_targets``), and each
-        element of every input read before that element is written."""
+        element of every input read before that element is written (``viewed``: arrays
+        read through an elided view's strides, which must not share its memory at all)."""
         target = self._targets.get(("n", i)) if self._targets else None
         node = self.graph.nodes[i]
         if target is not None and target.shape == node.shape and target.dtype == node.dtype \
                 and target.flags.c_contiguous and target.flags.writeable \
                 and not self._blocked.get(("n", i), True) \
-                and all(_aligned_or_apart(target, a) for a in reads):
+                and all(_aligned_or_apart(target, a) for a in reads) \
+                and not any(np.may_share_memory(target, a) for a in viewed):
             return target
         return None
 
+    def _value(self, r: tuple, env: dict) -> Any:
+        """``env[r]``, making an elided view from its source when something needs it as
+        an array after all (a kernel's NumPy fallback, verify mode)."""
+        if r in env or r not in self._elided:
+            return env[r]
+        n = self.graph.nodes[r[1]]
+        return run_op(OPS[n.op], self._value(n.args[0], env), **n.attrs)
+
     def _library_value(self, i: int, env: dict) -> np.ndarray:
+        """Node ``i`` by its library call: a template's fallback (elided views made)."""
+        for r in node_refs(self.graph.nodes[i]):
+            if r in self._elided and r not in env:
+                env[r] = self._value(r, env)
         self._run_library(i, env)
         return env[("n", i)]
 
@@ -357,6 +377,10 @@ class Program:
         """Recompute node i (or kernel k) with eager kernels and compare."""
         nodes = k.nodes if k is not None else [i]
         local = dict(env)
+        for m in nodes:  # the elided views they read, as arrays
+            for r in node_refs(self.graph.nodes[m]):
+                if r in self._elided and r not in local:
+                    local[r] = self._value(r, env)
         for m in nodes:
             n = self.graph.nodes[m]
             op = OPS[n.op]
@@ -439,6 +463,39 @@ def _reshape_copies(graph: Graph, n: Any, planned: dict) -> bool:
     shape = graph.spec(n.args[0])[0]
     strides = planned.get(n.args[0], layout.c_strides(shape))
     return not layout.view_layout("reshape", shape, strides, n.attrs)[1]
+
+
+def _kernel_only_views(graph: Graph, kernels: list[Kernel], planned: dict, outputs: set
+                       ) -> dict[tuple, tuple]:
+    """Views (reshape, permute, expand) that only C kernels, templates and other such views
+    read, each mapped to the array it views through its chain of views: their first
+    element is that array's, and the kernels index them with the view's strides, planned
+    from the array's layout; so the view need not be made at run time (a step of Python
+    each, several microseconds on a cache gone cold from the previous kernel)."""
+    kernel_reads: dict[tuple, int] = {}  # times each value is read, by kernels
+    for k in kernels:
+        if set(k.inputs):
+            for m in k.nodes:
+                for r in node_refs(graph.nodes[m]):
+                    if r in k.inputs:
+                        kernel_reads[r] = kernel_reads.get(r, 0) + 1
+    reads: dict[tuple, int] = {}  # by anything, attributes included
+    for n in graph.nodes:
+        for r in node_refs(n):
+            reads[r] = reads.get(r, 0) + 1
+    source: dict[tuple, tuple] = {}  # view -> the array under its chain of views
+    for i, n in enumerate(graph.nodes):
+        if n.op in ("reshape", "permute", "expand") and is_ref(n.args[0]) \
+                and len(node_refs(n)) == 1 \
+                and not (n.op == "reshape" and _reshape_copies(graph, n, planned)):
+            source[("n", i)] = source.get(n.args[0], n.args[0])
+    elided: dict[tuple, tuple] = {}
+    for r in sorted(source, reverse=True):  # a view's readers first
+        by_views = sum(1 for v in elided if graph.nodes[v[1]].args[0] == r)
+        if r not in outputs and reads.get(r, 0) > 0 \
+                and reads[r] == kernel_reads.get(r, 0) + by_views:
+            elided[r] = source[r]
+    return elided
 
 
 def _direct_writes(graph: Graph, pooled: set[int], outputs: set
@@ -543,13 +600,17 @@ def build_program(graph: Graph, backend: str = "auto", dynamic: bool = False) ->
     if use_c:
         views = {r: planned[r] for k in kernels for r in k.inputs
                  if r in planned and planned[r] != layout.c_strides(opt.spec(r)[0])}
+        prog._elided = _kernel_only_views(opt, kernels, planned,
+                                          {r for r in opt.outputs if is_ref(r)})
         for k in kernels:
             expect = []
             for r in k.inputs:
-                shape, d = opt.spec(r)
-                est = views.get(r) or layout.c_strides(shape)
+                src = prog._elided.get(r, r)  # an elided view: the array it views
+                shape, d = opt.spec(src)
+                est = planned.get(src) or layout.c_strides(shape)
                 raw = tuple(e * d.itemsize for e in est)
-                expect.append((r, d, raw, normalized(shape, raw), r not in views))
+                expect.append((src, d, raw, normalized(shape, raw),
+                               est == layout.c_strides(shape), src != r))
             prog._expect[k.name] = expect
         rendered = c_codegen.render_bodies(opt, kernels, views, dynamic)
         bodies = {k: b for k, (b, _) in rendered.items()}
@@ -588,9 +649,13 @@ def build_program(graph: Graph, backend: str = "auto", dynamic: bool = False) ->
     # liveness: free each intermediate after the step that reads it last
     outputs = {r for r in opt.outputs if is_ref(r)}
     roots = {k.root: k for k in kernels}
+    def reads_of(i: int) -> list:  # what step i reads (a kernel: through elided views)
+        if i in roots:
+            return [prog._elided.get(r, r) for r in roots[i].inputs]
+        return node_refs(opt.nodes[i])
+
     for step, i in enumerate(schedule):
-        reads = roots[i].inputs if i in roots else node_refs(opt.nodes[i])
-        for r in reads:
+        for r in reads_of(i):
             if r[0] in ("n", "aux") and r not in outputs:
                 prog._last_use[r] = step
     for r, step in prog._last_use.items():
@@ -613,8 +678,7 @@ def build_program(graph: Graph, backend: str = "auto", dynamic: bool = False) ->
                     prog._recycle[i] = None
     prog._direct, prog._joins = _direct_writes(opt, prog._pooled, outputs)
     for step, i in enumerate(schedule):
-        reads = roots[i].inputs if i in roots else node_refs(opt.nodes[i])
-        for r in reads:
+        for r in reads_of(i):
             if r[0] == "in":
                 prog._in_last_use[r[1]] = step
     prog._in_last = np.full(len(opt.inputs), -1, np.int64)
