@@ -1,4 +1,5 @@
-"""The C templates for library ops (unfold, fold, max_dim/min_dim, scatter, softmax):
+"""The C templates for library ops (unfold, fold, max_dim/min_dim, scatter, scatter_add,
+gather, softmax):
 compiled results are bit-identical (softmax: within a few ulps) to eager's NumPy kernels on
 contiguous and strided (in-graph view) inputs, NaN and ties included; the template really
 ran (the graph holds its kernel); inputs the C does not handle (an index out of range)
@@ -126,6 +127,62 @@ def test_scatter_matches_eager(dtype: Any, dim: int) -> None:
     src = rng.standard_normal(ishape).astype(dtype)
     b, i, s = fluxion.tensor(base), fluxion.tensor(index), fluxion.tensor(src)
     check(lambda b, s: (b * 1).scatter(dim, i, s * 1), b, s, op="scatter")
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("dim", [0, 1, -1])
+def test_scatter_add_matches_eager(dtype: Any, dim: int) -> None:
+    """Repeated targets add up in the index's order, as NumPy's ``add.at``: bit-identical;
+    the base read through a broadcast view (a gradient's zeros) too."""
+    rng = np.random.default_rng(5)
+    ishape = [3, 4, 5]
+    size = (4, 5, 6)[dim]
+    index = rng.integers(-size, size, ishape)  # many repeats, negatives wrap
+    src = rng.standard_normal(ishape).astype(dtype)
+    i, s = fluxion.tensor(index), fluxion.tensor(src)
+    base = fluxion.tensor(rng.standard_normal((4, 5, 6)).astype(dtype))
+    check(lambda b, s: (b * 1).scatter_add(dim, i, s * 1), base, s, op="scatter_add")
+    zeros = fluxion.zeros((), dtype=base.dtype)
+    check(lambda s: zeros.expand(4, 5, 6).scatter_add(dim, i, s * 1), s, op="scatter_add")
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("dim", [0, 1, -1])
+@pytest.mark.parametrize("layout", list(LAYOUTS))
+def test_gather_matches_eager(dtype: Any, dim: int, layout: str) -> None:
+    """The loss's pick of each target's log-probability, along any axis and through a
+    strided input; its gradient is a scatter_add, both templates."""
+    rng = np.random.default_rng(6)
+    x = fluxion.tensor(rng.standard_normal((3, 4, 6, 5)).astype(dtype))
+    shape = list(LAYOUTS[layout](x).shape)
+    size = shape[dim]
+    shape[dim] = 2  # fewer picks than the axis holds
+    i = fluxion.tensor(rng.integers(-size, size, shape))
+    check(lambda t: LAYOUTS[layout](t * 1).gather(dim, i) * 1, x, op="gather")
+    w = fluxion.tensor(rng.standard_normal(x.shape).astype(dtype), requires_grad=True)
+
+    def loss(w: Any) -> Any:
+        picked = LAYOUTS[layout](w * 1).gather(dim, i)
+        (grad,) = fluxion.autograd.grad((picked * picked).sum(), w)
+        return grad
+
+    check(loss, w, op="scatter_add")
+
+
+@pytest.mark.parametrize("op", ["gather", "scatter_add"])
+def test_gather_and_scatter_add_bad_index_raise_eagers_error(op: str) -> None:
+    x, s = fluxion.zeros(2, 3), fluxion.ones(2, 3)
+    i = fluxion.tensor([[0, 1, 2], [0, 3, 1]])  # 3: out of range
+
+    def f(x: Any, s: Any) -> Any:
+        return (x * 1).gather(1, i) if op == "gather" else (x * 1).scatter_add(1, i, s * 1)
+
+    with pytest.raises(Exception) as eager:
+        f(x, s)
+    with pytest.raises(Exception) as compiled:
+        fluxion.compile(f)(x, s)
+    assert type(compiled.value) is type(eager.value)
+    assert str(compiled.value) == str(eager.value)
 
 
 @pytest.mark.parametrize("src_rows, index, error, words", [

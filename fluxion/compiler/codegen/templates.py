@@ -1,10 +1,11 @@
 """C kernels for library ops that are not elementwise: convolution's ``unfold``/``fold``
 (im2col/col2im), ``max_dim``/``min_dim`` (max-pooling's windows), ``scatter`` (their
-gradient) and ``softmax``/``log_softmax`` along the last axis (attention's, the loss's).
+gradient), ``gather``/``scatter_add`` (the loss picking each target's log-probability, and
+its gradient) and ``softmax``/``log_softmax`` along the last axis (attention's, the loss's).
 NumPy runs each of these as several passes with Python in between (fold adds one strided
 slice per kernel tap); in C each is one pass over its output with the sizes and the
 inputs' strides written in (or read at run time, for dynamic sizes), so the compiler
-emits them instead of calling the op table's NumPy kernel. The first four are
+emits them instead of calling the op table's NumPy kernel. All but the softmaxes are
 bit-identical to that kernel: the same additions in the same order, the same first
 extreme (NaN included). The softmaxes sum in vector lanes and call ``fluxion_expf``
 (within 1 ulp): within a few ulps of NumPy's.
@@ -211,12 +212,13 @@ def _reduce_operands(node: GNode) -> list[Ref] | None:
 
 # --- scatter ----------------------------------------------------------------------------
 def _scatter(ins: list[Layout], outs: list[tuple], ctype: str, sz: Sizes, dim: int,
-             **_: Any) -> str:
+             add: bool = False, **_: Any) -> str:
     (shape, a_st), (ishape, s_st), (_, i_st) = ins
     d = dim % len(shape)
     out_st = c_strides(shape)
     opens, closes, a_off = _walk(shape, a_st, "c", "  ", sz)
-    # copy the base, then write each source element where its index says along ``dim``
+    # copy the base, then write (add: add) each source element where its index says along
+    # ``dim``, in the index's order (NumPy's ``add.at`` order: the same sums)
     copy = [*opens, f"  {'  ' * len(opens)}out0[e++] = in0[{a_off}];", *closes]
     pos = [f"i{j}" for j in range(len(ishape))]
     loops = [f"  {'  ' * j}for (int64_t i{j} = 0; i{j} < {sz(e)}; i{j}++) {{"
@@ -231,10 +233,41 @@ def _scatter(ins: list[Layout], outs: list[tuple], ctype: str, sz: Sizes, dim: i
         f"{pad}int64_t t = in2[{off(i_st)}];",
         f"{pad}if (t < 0) t += {sz(shape[d])};",
         f"{pad}if (t < 0 || t >= {sz(shape[d])}) return 1;",
-        f"{pad}out0[{off(out_st, d)} + t * {sz(out_st[d])}] = in1[{off(s_st)}];",
+        f"{pad}out0[{off(out_st, d)} + t * {sz(out_st[d])}] {'+=' if add else '='} "
+        f"in1[{off(s_st)}];",
     ]
     closing = [f"  {'  ' * j}}}" for j in reversed(range(len(ishape)))]
     return "\n".join(["  int64_t e = 0;", *copy, *loops, *body, *closing, "  return 0;"])
+
+
+def _gather(ins: list[Layout], outs: list[tuple], ctype: str, sz: Sizes, dim: int,
+            **_: Any) -> str:
+    """``take_along_axis``: each output element is the input's at its own position, with
+    the index's value along ``dim``; an index out of range is left to NumPy's error."""
+    (shape, a_st), (ishape, i_st) = ins
+    d = dim % len(shape)
+    pos = [f"i{j}" for j in range(len(ishape))]
+    loops = [f"  {'  ' * j}for (int64_t i{j} = 0; i{j} < {sz(e)}; i{j}++) {{"
+             for j, e in enumerate(ishape)]
+    pad = "  " * (len(ishape) + 1)
+
+    def off(st: tuple[int, ...], skip: int | None = None) -> str:
+        return " + ".join(f"{p} * {sz(s)}" for j, (p, s) in enumerate(zip(pos, st))
+                          if j != skip and s) or "0"
+
+    body = [
+        f"{pad}int64_t t = in1[{off(i_st)}];",
+        f"{pad}if (t < 0) t += {sz(shape[d])};",
+        f"{pad}if (t < 0 || t >= {sz(shape[d])}) return 1;",
+        f"{pad}out0[e++] = in0[{off(a_st, d)} + t * {sz(a_st[d])}];",
+    ]
+    closing = [f"  {'  ' * j}}}" for j in reversed(range(len(ishape)))]
+    return "\n".join(["  int64_t e = 0;", *loops, *body, *closing, "  return 0;"])
+
+
+def _gather_operands(node: GNode) -> list[Ref] | None:
+    a, index = node.args[0], node.attrs.get("index")
+    return [a, index] if isinstance(a, tuple) and isinstance(index, tuple) else None
 
 
 def _scatter_operands(node: GNode) -> list[Ref] | None:
@@ -364,6 +397,8 @@ TEMPLATES: dict[str, Template] = {
     "max_dim": Template(_reduce_operands, _extreme(True)),
     "min_dim": Template(_reduce_operands, _extreme(False)),
     "scatter": Template(_scatter_operands, _scatter),
+    "scatter_add": Template(_scatter_operands, functools.partial(_scatter, add=True)),
+    "gather": Template(_gather_operands, _gather),
     "softmax": Template(_reduce_operands, _softmax),
     "log_softmax": Template(_reduce_operands, functools.partial(_softmax, log=True)),
 }
@@ -387,16 +422,25 @@ def template_for(graph: Any, i: int) -> list[Ref] | None:
     if refs is None:
         return None
     specs = [graph.spec(r) for r in refs]
-    if any(d != n.dtype for _, d in specs[:2]) or any(0 in s for s, _ in specs):
+    if any(0 in s for s, _ in specs):
         return None
-    if n.op == "scatter" and (
+    if n.op == "gather":  # an index of the input's rank, its size off ``dim``
+        (shape, d), (ishape, idt) = specs
+        dim = n.attrs["dim"]
+        ok = d == n.dtype and idt == _INT64 and len(ishape) == len(shape) >= 1 \
+            and -len(shape) <= dim < len(shape) \
+            and all(a == b for j, (a, b) in enumerate(zip(ishape, shape)) if j != dim % len(shape))
+        return refs if ok else None
+    if any(d != n.dtype for _, d in specs[:2]):
+        return None
+    if n.op in ("scatter", "scatter_add") and (
             specs[2][1] != _INT64 or specs[1][0] != specs[2][0]
             or len(specs[0][0]) != len(specs[2][0])
             # positions off ``dim`` come from the index's shape: past the base's, NumPy
             # raises, and the C would write out of bounds
             or any(i > a for i, a in zip(specs[2][0], specs[0][0]))):
         return None
-    if n.op == "scatter" and not -len(n.shape) <= n.attrs["dim"] < len(n.shape):
+    if n.op in ("scatter", "scatter_add") and not -len(n.shape) <= n.attrs["dim"] < len(n.shape):
         return None
     if n.op in ("unfold", "fold") and len(specs[0][0]) != (4 if n.op == "unfold" else 3):
         return None
