@@ -210,7 +210,35 @@ def _reduce_operands(node: GNode) -> list[Ref] | None:
     return [a] if isinstance(a, tuple) else None
 
 
-# --- scatter ----------------------------------------------------------------------------
+# --- scatter, scatter_add, gather ---------------------------------------------------------
+def _along_index(index: str, ishape: tuple[int, ...], index_strides: tuple[int, ...],
+                 size: int, sz: Sizes, inner: Callable[[Callable[..., str]], str]) -> list[str]:
+    """Loops over every position of the index array ``index`` (shape ``ishape``): its
+    value ``t`` read, wrapped when negative, out of ``[0, size)`` returning 1 (NumPy then
+    raises); then the line ``inner`` writes, given ``off(strides, skip)``: the offset of
+    the current position under ``strides``, dimension ``skip`` left out.
+
+    >>> from fluxion.compiler.codegen.c import Sizes
+    >>> lines = _along_index("in1", (2,), (1,), 5, Sizes(), lambda off: f"o[{off((1,))}] = t;")
+    >>> lines[1].strip(), lines[-2].strip()
+    ('int64_t t = in1[i0 * 1];', 'o[i0 * 1] = t;')
+    """
+    pos = [f"i{j}" for j in range(len(ishape))]
+    pad = "  " * (len(ishape) + 1)
+
+    def off(st: tuple[int, ...], skip: int | None = None) -> str:
+        return " + ".join(f"{p} * {sz(s)}" for j, (p, s) in enumerate(zip(pos, st))
+                          if j != skip and s) or "0"
+
+    return [*(f"  {'  ' * j}for (int64_t i{j} = 0; i{j} < {sz(e)}; i{j}++) {{"
+              for j, e in enumerate(ishape)),
+            f"{pad}int64_t t = {index}[{off(index_strides)}];",
+            f"{pad}if (t < 0) t += {sz(size)};",
+            f"{pad}if (t < 0 || t >= {sz(size)}) return 1;",
+            f"{pad}{inner(off)}",
+            *(f"  {'  ' * j}}}" for j in reversed(range(len(ishape))))]
+
+
 def _scatter(ins: list[Layout], outs: list[tuple], ctype: str, sz: Sizes, dim: int,
              add: bool = False, **_: Any) -> str:
     (shape, a_st), (ishape, s_st), (_, i_st) = ins
@@ -220,24 +248,10 @@ def _scatter(ins: list[Layout], outs: list[tuple], ctype: str, sz: Sizes, dim: i
     # copy the base, then write (add: add) each source element where its index says along
     # ``dim``, in the index's order (NumPy's ``add.at`` order: the same sums)
     copy = [*opens, f"  {'  ' * len(opens)}out0[e++] = in0[{a_off}];", *closes]
-    pos = [f"i{j}" for j in range(len(ishape))]
-    loops = [f"  {'  ' * j}for (int64_t i{j} = 0; i{j} < {sz(e)}; i{j}++) {{"
-             for j, e in enumerate(ishape)]
-    pad = "  " * (len(ishape) + 1)
-
-    def off(st: tuple[int, ...], skip: int | None = None) -> str:
-        return " + ".join(f"{p} * {sz(s)}" for j, (p, s) in enumerate(zip(pos, st))
-                          if j != skip and s) or "0"
-
-    body = [
-        f"{pad}int64_t t = in2[{off(i_st)}];",
-        f"{pad}if (t < 0) t += {sz(shape[d])};",
-        f"{pad}if (t < 0 || t >= {sz(shape[d])}) return 1;",
-        f"{pad}out0[{off(out_st, d)} + t * {sz(out_st[d])}] {'+=' if add else '='} "
-        f"in1[{off(s_st)}];",
-    ]
-    closing = [f"  {'  ' * j}}}" for j in reversed(range(len(ishape)))]
-    return "\n".join(["  int64_t e = 0;", *copy, *loops, *body, *closing, "  return 0;"])
+    body = _along_index("in2", ishape, i_st, shape[d], sz, lambda off: (
+        f"out0[{off(out_st, d)} + t * {sz(out_st[d])}] {'+=' if add else '='} "
+        f"in1[{off(s_st)}];"))
+    return "\n".join(["  int64_t e = 0;", *copy, *body, "  return 0;"])
 
 
 def _gather(ins: list[Layout], outs: list[tuple], ctype: str, sz: Sizes, dim: int,
@@ -246,23 +260,9 @@ def _gather(ins: list[Layout], outs: list[tuple], ctype: str, sz: Sizes, dim: in
     the index's value along ``dim``; an index out of range is left to NumPy's error."""
     (shape, a_st), (ishape, i_st) = ins
     d = dim % len(shape)
-    pos = [f"i{j}" for j in range(len(ishape))]
-    loops = [f"  {'  ' * j}for (int64_t i{j} = 0; i{j} < {sz(e)}; i{j}++) {{"
-             for j, e in enumerate(ishape)]
-    pad = "  " * (len(ishape) + 1)
-
-    def off(st: tuple[int, ...], skip: int | None = None) -> str:
-        return " + ".join(f"{p} * {sz(s)}" for j, (p, s) in enumerate(zip(pos, st))
-                          if j != skip and s) or "0"
-
-    body = [
-        f"{pad}int64_t t = in1[{off(i_st)}];",
-        f"{pad}if (t < 0) t += {sz(shape[d])};",
-        f"{pad}if (t < 0 || t >= {sz(shape[d])}) return 1;",
-        f"{pad}out0[e++] = in0[{off(a_st, d)} + t * {sz(a_st[d])}];",
-    ]
-    closing = [f"  {'  ' * j}}}" for j in reversed(range(len(ishape)))]
-    return "\n".join(["  int64_t e = 0;", *loops, *body, *closing, "  return 0;"])
+    body = _along_index("in1", ishape, i_st, shape[d], sz, lambda off: (
+        f"out0[e++] = in0[{off(a_st, d)} + t * {sz(a_st[d])}];"))
+    return "\n".join(["  int64_t e = 0;", *body, "  return 0;"])
 
 
 def _gather_operands(node: GNode) -> list[Ref] | None:
