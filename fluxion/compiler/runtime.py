@@ -474,11 +474,11 @@ def _kernel_only_views(graph: Graph, kernels: list[Kernel], planned: dict, outpu
     each, several microseconds on a cache gone cold from the previous kernel)."""
     kernel_reads: dict[tuple, int] = {}  # times each value is read, by kernels
     for k in kernels:
-        if set(k.inputs):
-            for m in k.nodes:
-                for r in node_refs(graph.nodes[m]):
-                    if r in k.inputs:
-                        kernel_reads[r] = kernel_reads.get(r, 0) + 1
+        inputs = set(k.inputs)
+        for m in k.nodes:
+            for r in node_refs(graph.nodes[m]):
+                if r in inputs:
+                    kernel_reads[r] = kernel_reads.get(r, 0) + 1
     reads: dict[tuple, int] = {}  # by anything, attributes included
     for n in graph.nodes:
         for r in node_refs(n):
@@ -490,11 +490,13 @@ def _kernel_only_views(graph: Graph, kernels: list[Kernel], planned: dict, outpu
                 and not (n.op == "reshape" and _reshape_copies(graph, n, planned)):
             source[("n", i)] = source.get(n.args[0], n.args[0])
     elided: dict[tuple, tuple] = {}
+    by_views: dict[tuple, int] = {}  # times each value is read by an elided view
     for r in sorted(source, reverse=True):  # a view's readers first
-        by_views = sum(1 for v in elided if graph.nodes[v[1]].args[0] == r)
         if r not in outputs and reads.get(r, 0) > 0 \
-                and reads[r] == kernel_reads.get(r, 0) + by_views:
+                and reads[r] == kernel_reads.get(r, 0) + by_views.get(r, 0):
             elided[r] = source[r]
+            src = graph.nodes[r[1]].args[0]
+            by_views[src] = by_views.get(src, 0) + 1
     return elided
 
 
@@ -649,6 +651,7 @@ def build_program(graph: Graph, backend: str = "auto", dynamic: bool = False) ->
     # liveness: free each intermediate after the step that reads it last
     outputs = {r for r in opt.outputs if is_ref(r)}
     roots = {k.root: k for k in kernels}
+
     def reads_of(i: int) -> list:  # what step i reads (a kernel: through elided views)
         if i in roots:
             return [prog._elided.get(r, r) for r in roots[i].inputs]
