@@ -1070,6 +1070,27 @@ def test_explain_report(capsys: pytest.CaptureFixture) -> None:
     assert "Time per stage (s):" in text
 
 
+@pytest.mark.skipif(not fluxion.compiler.cache.c_available(),
+                    reason="no working C compiler (CC)")
+def test_explain_shows_the_copies_and_views_removed(capsys: pytest.CaptureFixture) -> None:
+    """Attention's heads merged back: the product written in the merged layout, the views
+    the kernels read never made; explain lists both per graph."""
+    def heads(q: Any, k: Any) -> Any:
+        a = (q @ k.transpose(-2, -1)).transpose(1, 2).reshape(2, 4, 12)
+        return a.exp() + q.transpose(-2, -1).exp().sum()
+
+    q, k = fluxion.randn(2, 3, 4, 5), fluxion.randn(2, 3, 4, 5)
+    report = fluxion.explain(heads, q, k)
+    (memory,) = report.memory
+    assert any(m.endswith("(that reshape: a view)") and "(matmul)" in m for m in memory)
+    # q, the second input recorded (k's transpose comes first)
+    assert any("never made, its kernels read %in1 through its strides" in m for m in memory)
+    assert "copies and views removed ---" in capsys.readouterr().out
+    want = (q.numpy() @ k.numpy().swapaxes(-2, -1)).swapaxes(1, 2).reshape(2, 4, 12)
+    got = fluxion.compile(heads)(q, k).numpy()
+    np.testing.assert_allclose(got, np.exp(want) + np.exp(q.numpy()).sum(), rtol=1e-5)
+
+
 def test_explain_reports_recompiles_of_a_compiled_function(capsys: pytest.CaptureFixture
                                                             ) -> None:
     compiled = fluxion.compile(lambda x: x.exp() + 1, backend="numpy")

@@ -94,9 +94,9 @@ def _thaw(v: Any) -> Any:
 
 
 def _node_text(n: tuple) -> str:
-    from fluxion.compiler.graph import _ref_str
+    from fluxion.compiler.graph import ref_str
 
-    args = ", ".join(_ref_str(_thaw(a)) for a in _thaw(n[1]))
+    args = ", ".join(ref_str(_thaw(a)) for a in _thaw(n[1]))
     attrs = "".join(f", {k}={_thaw(v)!r}" for k, v in n[2])
     return f"{n[0]}({args}{attrs})"
 
@@ -372,6 +372,8 @@ class ExplainReport:
     kernels: list[list[str]]
     sources: list[str]
     timings: dict[str, float]
+    # per graph, the copies and views the memory plan removed (``Program.memory_plan``)
+    memory: list[list[str]] = field(default_factory=list)
 
     def __str__(self) -> str:
         lines = [f"Fluxion compile report: {self.graph_count} graph(s), "
@@ -385,11 +387,15 @@ class ExplainReport:
             lines += [f"  graph {r.graph_index}: {r.reason}"
                       + (" (sizes only: the compiled kernels were reused)" if r.sizes_only
                          else "") for r in self.recompiles]
-        for i, (g, og, ks, src) in enumerate(zip(self.graphs, self.optimized_graphs,
-                                                 self.kernels, self.sources)):
+        memory = self.memory or [[] for _ in self.graphs]
+        for i, (g, og, ks, mem, src) in enumerate(zip(self.graphs, self.optimized_graphs,
+                                                      self.kernels, memory, self.sources)):
             lines += [f"--- graph {i} as captured ---", g, f"--- graph {i} optimised ---", og,
                       f"--- graph {i} fused kernels ---"]
             lines += [f"  {k}" for k in ks] or ["  (none)"]
+            if mem:
+                lines += [f"--- graph {i} copies and views removed ---",
+                          *(f"  {m}" for m in mem)]
             lines += [f"--- graph {i} generated source ---", src or "(no kernels)"]
         lines.append("Time per stage (s): " + ", ".join(
             f"{k} {v:.4f}" for k, v in self.timings.items()))
@@ -456,6 +462,7 @@ def explain(fn: Any, *args: Any, **kwargs: Any) -> ExplainReport:
                  for p in progs],
         sources=[p.source for p in progs],
         timings=timings,
+        memory=[p.memory_plan() for p in progs],
     )
     print(report)
     return report

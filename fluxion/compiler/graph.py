@@ -68,10 +68,10 @@ class Graph:
         params = ", ".join(f"%in{k}: {_ty(s, d)}" for k, (s, d) in enumerate(self.inputs))
         lines = [f"graph({params}):"]
         for i, n in enumerate(self.nodes):
-            args = ", ".join(_ref_str(a) for a in n.args)
+            args = ", ".join(ref_str(a) for a in n.args)
             attrs = "".join(f", {k}={_attr_str(v)}" for k, v in n.attrs.items())
             lines.append(f"  %{i}: {_ty(n.shape, n.dtype)} = {n.op}({args}{attrs})")
-        lines.append(f"  return {', '.join(_ref_str(r) for r in self.outputs)}")
+        lines.append(f"  return {', '.join(ref_str(r) for r in self.outputs)}")
         return "\n".join(lines)
 
 
@@ -79,7 +79,12 @@ def _ty(shape: tuple[int, ...], dtype: np.dtype) -> str:
     return f"{np.dtype(dtype).name}[{', '.join(map(str, shape))}]"
 
 
-def _ref_str(a: Any) -> str:
+def ref_str(a: Any) -> str:
+    """A value as graphs print it (anything else as its repr).
+
+    >>> ref_str(("in", 0)), ref_str(("n", 3)), ref_str(("aux", 2, 0)), ref_str(1.5)
+    ('%in0', '%3', '%2.0', '1.5')
+    """
     if isinstance(a, tuple) and a and a[0] == "in":
         return f"%in{a[1]}"
     if isinstance(a, tuple) and a and a[0] == "n":
@@ -93,7 +98,7 @@ def _ref_str(a: Any) -> str:
 
 def _attr_str(v: Any) -> str:
     if isinstance(v, tuple) and v and v[0] in ("in", "n", "aux", "const"):
-        return _ref_str(v)
+        return ref_str(v)
     s = repr(v)
     return s if len(s) < 60 else s[:57] + "..."
 

@@ -18,7 +18,7 @@ from fluxion.compiler.codegen import numpy as np_codegen
 from fluxion.compiler.codegen import templates
 from fluxion.compiler.config import config
 from fluxion.compiler.fusion import Kernel, fuse, fuse_into_softmax
-from fluxion.compiler.graph import Graph
+from fluxion.compiler.graph import Graph, ref_str
 from fluxion.compiler.layout import normalized
 from fluxion.compiler.passes import optimize
 from fluxion.compiler.passes.rewrite import is_ref, map_refs, node_refs
@@ -345,6 +345,32 @@ class Program:
                 and not any(np.may_share_memory(target, a) for a in viewed):
             return target
         return None
+
+    def memory_plan(self) -> list[str]:
+        """The copies and views this program's memory plan removed, a line each (what
+        ``fluxion.explain`` shows).
+
+        >>> import numpy as np
+        >>> from fluxion.compiler.graph import GNode, Graph
+        >>> f32 = np.dtype("float32")
+        >>> g = Graph([((2, 3, 4, 5), f32), ((2, 3, 5, 6), f32)], [
+        ...     GNode("matmul", (("in", 0), ("in", 1)), {}, (2, 3, 4, 6), f32),
+        ...     GNode("permute", (("n", 0),), {"dims": (0, 2, 1, 3)}, (2, 4, 3, 6), f32),
+        ...     GNode("reshape", (("n", 1),), {"shape": (2, 4, 18)}, (2, 4, 18), f32),
+        ...     GNode("exp", (("n", 2),), {}, (2, 4, 18), f32)], [("n", 3)])
+        >>> build_program(g, "numpy").memory_plan()
+        ["%0 (matmul): written straight into %2's layout (that reshape: a view)"]
+        """
+        lines = []
+        for m, (owner, *_) in sorted(self._direct.items()):
+            where = f"its part of %{owner} (cat: nothing to copy)" if owner in self._joins \
+                else f"%{owner}'s layout (that reshape: a view)"
+            lines.append(f"%{m} (matmul): written straight into {where}")
+        for r, src in sorted(self._elided.items()):
+            n = self.graph.nodes[r[1]]
+            lines.append(f"%{r[1]} ({n.op} of {ref_str(n.args[0])}): never made, its "
+                         f"kernels read {ref_str(src)} through its strides")
+        return lines
 
     def _value(self, r: tuple, env: dict) -> Any:
         """``env[r]``, making an elided view from its source when something needs it as
