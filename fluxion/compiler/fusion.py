@@ -7,8 +7,8 @@ in that kernel (one consumer, or several that all fuse there: a sigmoid that its
 reads three times) and the shapes agree (a producer that broadcasts is read by the kernel
 instead). A producer that is also a graph output joins as well and is stored beside the
 kernel's result (``Kernel.extra``): an optimizer's new moments and new weights come out of
-one pass over its state. Everything else (matrix
-products, convolutions' unfold/fold, reductions, indexing) runs as a library call."""
+one pass over its state. Everything else (matrix products, convolutions' unfold/fold,
+reductions, indexing) runs as a library call."""
 
 from __future__ import annotations
 

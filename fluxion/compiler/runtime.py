@@ -44,7 +44,9 @@ class Program:
     _in_last_use: dict[int, int] = field(default_factory=dict)
     _in_last: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))  # -1: unread
     _step_of: dict[int, int] = field(default_factory=dict)  # node -> the step running it
-    _expect: dict[str, list[tuple]] = field(default_factory=dict)  # kernel -> (input, its layout)
+    # kernel -> per input: (the value passed, or the array an elided view views; its dtype,
+    # byte strides, normalised strides, whether contiguous, whether read through a view)
+    _expect: dict[str, list[tuple]] = field(default_factory=dict)
     _np_fns: dict[str, Any] = field(default_factory=dict)
     # each C kernel's leading arguments: n, then (dynamic kernels) the address of _params
     _head: dict[str, list[int]] = field(default_factory=dict)
@@ -71,8 +73,8 @@ class Program:
     # a join's planned memory, taken when its first part is written (this call's)
     _claimed: dict[int, np.ndarray] = field(default_factory=dict)
     _joins: dict[int, list[tuple[int, tuple, tuple]]] = field(default_factory=dict)
-    # views only C kernels read: not made at all, the kernels get the address of the
-    # array they view (the same first element) and index it the view's way
+    # views only C kernels and templates read: not made at all, the kernels get the
+    # address of the array they view (the same first element) and index it the view's way
     _elided: dict[tuple, tuple] = field(default_factory=dict)  # view -> the array it views
 
     def run(self, inputs: list[np.ndarray],
@@ -178,7 +180,7 @@ class Program:
         for a, (offset, shape, strides) in zip(args, self._joins[i]):
             if type(a) is not np.ndarray or a.shape != shape or a.dtype != buf.dtype \
                     or a.strides != tuple(s * size for s in strides) \
-                    or a.ctypes.data != base + offset * size:
+                    or _address(a) != base + offset * size:
                 self._claimed.pop(i)
                 return False
         return True

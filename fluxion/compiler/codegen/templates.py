@@ -438,9 +438,8 @@ def template_for(graph: Any, i: int) -> list[Ref] | None:
             or len(specs[0][0]) != len(specs[2][0])
             # positions off ``dim`` come from the index's shape: past the base's, NumPy
             # raises, and the C would write out of bounds
-            or any(i > a for i, a in zip(specs[2][0], specs[0][0]))):
-        return None
-    if n.op in ("scatter", "scatter_add") and not -len(n.shape) <= n.attrs["dim"] < len(n.shape):
+            or any(i > a for i, a in zip(specs[2][0], specs[0][0]))
+            or not -len(n.shape) <= n.attrs["dim"] < len(n.shape)):
         return None
     if n.op in ("unfold", "fold") and len(specs[0][0]) != (4 if n.op == "unfold" else 3):
         return None
