@@ -362,6 +362,42 @@ def test_fusion_takes_in_a_value_read_several_times_inside_one_kernel() -> None:
         np.testing.assert_allclose(got, s + x * s * (1 - s), rtol=1e-5)
 
 
+def test_a_cheap_value_read_by_several_kernels_is_computed_in_each() -> None:
+    """A bias add read by its activation, by a kernel after a library op and by a sum is
+    never stored: each of the three kernels computes it from x and the bias (its own
+    kernel is gone); the values are the node-by-node ones on both backends. An exp read
+    twice, an add of it, and a graph output are stored as before."""
+    g = Graph([((4, 3), F32), ((3,), F32)],
+              [node("add", X, Y, sh=(4, 3)),                          # 0: read 3 times
+               node("tanh", n(0), sh=(4, 3)),                         # 1
+               node("cumsum", n(1), dim=0, sh=(4, 3)),                # 2 library
+               node("mul", n(2), n(0), sh=(4, 3)),                    # 3
+               node("sum", n(0), sh=(3,), dims=(0,), keepdim=False)],  # 4
+              [n(3), n(4)])
+    ks, schedule = groups(g)
+    assert ks == [["add", "tanh"], ["add", "mul"], ["add", "sum"]]
+    assert 0 not in schedule
+    x = np.linspace(-2, 2, 12, dtype=np.float32).reshape(4, 3)
+    b = np.array([0.5, -1.0, 2.0], np.float32)
+    h = x + b
+    for backend in ("numpy", "c") if HAVE_CC else ("numpy",):
+        got = runtime.build_program(g, backend).run([x, b])
+        np.testing.assert_allclose(got[0], np.cumsum(np.tanh(h), axis=0) * h, rtol=1e-6)
+        np.testing.assert_allclose(got[1], h.sum(axis=0), rtol=1e-6)
+    stored = Graph([((4, 3), F32), ((4, 3), F32)],
+                   [node("exp", X, sh=(4, 3)),                        # 0: not cheap
+                    node("add", n(0), Y, sh=(4, 3)),                  # 1: reads a kernel's value
+                    node("neg", n(0), sh=(4, 3)),
+                    node("cumsum", n(1), dim=0, sh=(4, 3)),
+                    node("mul", n(3), n(1), sh=(4, 3)),
+                    node("mul", X, Y, sh=(4, 3)),                     # 5: a graph output
+                    node("cumsum", n(5), dim=0, sh=(4, 3)),
+                    node("sub", n(6), n(5), sh=(4, 3))],
+                   [n(2), n(4), n(5), n(7)])
+    ks, _ = groups(stored)
+    assert ["exp"] in ks and ["add"] in ks and ["mul"] in ks
+
+
 def test_fusion_stores_a_graph_output_beside_the_root() -> None:
     """A producer that is also a graph output joins its consumer's kernel and is stored
     as an extra output of the same pass; one read elsewhere stays a kernel of its own."""

@@ -7,7 +7,9 @@ in that kernel (one consumer, or several that all fuse there: a sigmoid that its
 reads three times) and the shapes agree (a producer that broadcasts is read by the kernel
 instead). A producer that is also a graph output joins as well and is stored beside the
 kernel's result (``Kernel.extra``): an optimizer's new moments and new weights come out of
-one pass over its state. Everything else (matrix products, convolutions' unfold/fold,
+one pass over its state. One cheap op of stored values (a bias add) read by several
+kernels is computed again in each of them (``recomputed``) instead of stored by one and
+loaded by the others. Everything else (matrix products, convolutions' unfold/fold,
 reductions, indexing) runs as a library call."""
 
 from __future__ import annotations
@@ -64,8 +66,53 @@ def fusible(graph: Graph, i: int) -> bool:
     return n.dtype in _FLOATS or op.dtype_rule == "bool"
 
 
+# one cheap operation: recomputed by every kernel that reads it rather than stored by one
+_RECOMPUTED_OPS = frozenset({"add", "sub", "mul", "neg"})
+
+
+def recomputed(graph: Graph, users: dict[int, list[int]], outputs: set[int]) -> set[int]:
+    """Nodes each kernel that reads them computes again from their operands, so they never
+    go to memory: one add, sub, mul or neg of stored values (graph inputs, library
+    results) read by several kernels, each of its own shape or a sum of it (a bias add
+    read by its activation and by the activation's gradient; attention's ``g * p`` read by
+    the row sum and by the softmax gradient). Each extra reader saves the value's write
+    and read, and at most reads the operands again.
+
+    >>> from fluxion.compiler.graph import GNode
+    >>> f32 = np.dtype(np.float32)
+    >>> g = Graph([((4,), f32), ((4,), f32)], [
+    ...     GNode("add", (("in", 0), ("in", 1)), {}, (4,), f32),
+    ...     GNode("exp", (("n", 0),), {}, (4,), f32),
+    ...     GNode("sum", (("n", 0),), {"dims": None, "keepdim": False}, (), f32)],
+    ...     [("n", 1), ("n", 2)])
+    >>> recomputed(g, g.users(), {1, 2})
+    {0}
+    """
+    out: set[int] = set()
+    for j, n in enumerate(graph.nodes):
+        if n.op not in _RECOMPUTED_OPS or j in outputs or len(set(users[j])) < 2 \
+                or not fusible(graph, j):
+            continue
+        # operands already in memory (not values some other kernel keeps to itself)
+        if any(r[0] == "n" and fusible(graph, r[1]) for r in node_refs(n)):
+            continue
+        if all(_reads_whole(graph, u, j) for u in users[j]):
+            out.add(j)
+    return out
+
+
+def _reads_whole(graph: Graph, u: int, j: int) -> bool:
+    """Whether node ``u`` can take node ``j`` into its kernel: an elementwise node of
+    ``j``'s shape, or a float sum of ``j`` alone."""
+    n, m = graph.nodes[u], graph.nodes[j]
+    if n.op == "sum":
+        return n.args[0] == ("n", j) and n.dtype == m.dtype and n.dtype in _FLOATS \
+            and len(node_refs(n)) == 1
+    return n.shape == m.shape and fusible(graph, u)
+
+
 def _fuse_sums(graph: Graph, kernels: list[Kernel], users: dict[int, list[int]],
-               outputs: set[int]) -> None:
+               outputs: set[int], again: set[int]) -> None:
     """A float sum whose operand is an elementwise kernel that nothing else reads takes
     that kernel in: the C evaluates the expression inside the reduction's loops and the
     summand never goes to memory (a bias gradient's ``(g * mask).sum((0, 2, 3))``). Any
@@ -76,6 +123,10 @@ def _fuse_sums(graph: Graph, kernels: list[Kernel], users: dict[int, list[int]],
             continue
         r = n.args[0]
         if graph.spec(r)[1] != n.dtype:
+            continue
+        if r[0] == "n" and r[1] in again:  # its summand computed in the loops
+            kernels.append(Kernel("k", [r[1], i]))
+            by_root[i] = kernels[-1]
             continue
         k = by_root.get(r[1]) if r[0] == "n" else None
         if k is None or k.extra or r[1] in outputs or users[r[1]] != [i]:
@@ -98,6 +149,7 @@ def fuse(graph: Graph) -> tuple[list[Kernel], list[int]]:
     entry is a node index run as a library call or the root of a kernel."""
     users = graph.users()
     outputs = {r[1] for r in graph.outputs if is_ref(r) and r[0] == "n"}
+    again = recomputed(graph, users, outputs)
     group_of: dict[int, int] = {}
     kernels: list[Kernel] = []
     for i, n in enumerate(graph.nodes):
@@ -111,8 +163,13 @@ def fuse(graph: Graph) -> tuple[list[Kernel], list[int]]:
                 for r in node_refs(graph.nodes[m]):
                     j = r[1]
                     if r[0] != "n" or j in members or j not in group_of \
-                            or graph.nodes[j].shape != n.shape \
-                            or not all(u in members for u in users[j]):
+                            or graph.nodes[j].shape != n.shape:
+                        continue
+                    if j in again:  # a copy: its own kernel stays for the other readers
+                        members.add(j)
+                        grew = True
+                        continue
+                    if not all(u in members for u in users[j]):
                         continue
                     g = kernels[group_of[j]]
                     members.update(g.nodes)
@@ -124,9 +181,11 @@ def fuse(graph: Graph) -> tuple[list[Kernel], list[int]]:
         k = len(kernels)
         kernels.append(Kernel(f"k{k}", sorted(members), extra=sorted(extra)))
         for m in members:
-            group_of[m] = k
-    kernels = [k for k in kernels if k.nodes]
-    _fuse_sums(graph, kernels, users, outputs)
+            if m not in again or m == i:
+                group_of[m] = k
+    # a recomputed node's own kernel: every reader has a copy of it instead
+    kernels = [k for k in kernels if k.nodes and not (k.nodes == [k.root] and k.root in again)]
+    _fuse_sums(graph, kernels, users, outputs, again)
     kernels.sort(key=lambda k: k.root)
     for idx, k in enumerate(kernels):
         k.name = f"fused_{idx}"

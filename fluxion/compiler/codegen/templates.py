@@ -341,10 +341,28 @@ def softmax_rows(shape: tuple[int, ...], ctype: str, sz: Sizes, head: list[str],
       m = v > m ? v : m;
       nan |= v != v;
     }}
-    for (int l = 0; l < {lanes}; l++) {{ m = lm[l] > m ? lm[l] : m; nan |= ln[l]; }}
+{_halving(lanes, "lm[l] = lm[l + {w}] > lm[l] ? lm[l + {w}] : lm[l]; ln[l] |= ln[l + {w}];")}
+    m = lm[0] > m ? lm[0] : m;
+    nan |= ln[0];
 {_softmax_tail(ctype, lanes, n, x, exp, low, log)}
   }}
   return 0;"""
+
+
+def _halving(lanes: int, body: str, indent: str = "") -> str:
+    """Lane ``l`` combined with lane ``l + w`` for w = lanes/2 ... 1: a tree whose steps
+    vectorise, where a loop over the lanes into one scalar is a chain of dependent
+    scalar operations (and the row's slowest part on 64-wide attention rows).
+
+    >>> print(_halving(4, "ls[l] += ls[l + {w}];"))
+        for (int l = 0; l < 2; l++) { ls[l] += ls[l + 2]; }
+        for (int l = 0; l < 1; l++) { ls[l] += ls[l + 1]; }
+    """
+    steps, w = [], lanes // 2
+    while w:
+        steps.append(f"{indent}    for (int l = 0; l < {w}; l++) {{ {body.format(w=w)} }}")
+        w //= 2
+    return "\n".join(steps)
 
 
 def _softmax_tail(ctype: str, lanes: int, n: str, x: str, exp: str, low: str,
@@ -366,7 +384,8 @@ def _softmax_tail(ctype: str, lanes: int, n: str, x: str, exp: str, low: str,
         const {ctype} d = o[j];
         total += d > {low} ? {kept} : 0;
       }}
-      for (int l = 0; l < {lanes}; l++) total += ls[l];
+{_halving(lanes, "ls[l] += ls[l + {w}];", "  ")}
+      total += ls[0];
     }} else {{
       for (int64_t j = 0; j < {n}; j++) {{ o[j] = {x}; total += exp(o[j]); }}
     }}
@@ -386,7 +405,8 @@ def _softmax_tail(ctype: str, lanes: int, n: str, x: str, exp: str, low: str,
     for (int64_t j = 0; j < full; j += {lanes})
       for (int l = 0; l < {lanes}; l++) ls[l] += o[j + l];
     for (int64_t j = full; j < {n}; j++) total += o[j];
-    for (int l = 0; l < {lanes}; l++) total += ls[l];
+{_halving(lanes, "ls[l] += ls[l + {w}];")}
+    total += ls[0];
     #pragma omp simd
     for (int64_t j = 0; j < {n}; j++) o[j] /= total;"""
 
