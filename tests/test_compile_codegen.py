@@ -274,8 +274,9 @@ def test_fusion_stops_at_library_ops_and_fan_out() -> None:
 
 def test_sum_takes_in_its_elementwise_producer() -> None:
     """mul -> sum is one kernel ending in the sum; what reads the sum is a kernel of its
-    own; a producer that something else reads too stays apart (computed once) and its sum
-    is a kernel alone."""
+    own; a producer that a later step reads too is stored by its sum's kernel in the same
+    pass (computed once, never read back for the sum); one read before the sum stays
+    apart and the sum is a kernel alone."""
     g = Graph([((4, 3), F32), ((4, 3), F32)],
               [node("mul", X, Y, sh=(4, 3)),                          # 0
                node("sum", n(0), sh=(3,), dims=(0,), keepdim=False),  # 1
@@ -285,16 +286,30 @@ def test_sum_takes_in_its_elementwise_producer() -> None:
                node("add", n(3), n(4), sh=(4, 3))],                   # 5
               [n(2), n(5)])
     ks, schedule = groups(g)
-    # exp has two readers: computed once, its sum a reduction kernel of its own
-    assert ks == [["mul", "sum"], ["neg"], ["exp"], ["sum"], ["add"]]
-    assert 0 not in schedule and 4 in schedule
+    assert ks == [["mul", "sum"], ["neg"], ["exp", "sum"], ["add"]]
+    kernels, _ = fuse(g)
+    assert kernels[2].extra == [3]  # exp, stored for the add
+    assert 0 not in schedule and 3 not in schedule and 4 in schedule
+    x = np.linspace(-1, 1, 12, dtype=np.float32).reshape(4, 3)
+    y = np.linspace(2, 3, 12, dtype=np.float32).reshape(4, 3)
+    e = np.exp(x)
+    for backend in ("numpy", "c") if HAVE_CC else ("numpy",):
+        got = runtime.build_program(g, backend).run([x, y])
+        np.testing.assert_allclose(got[0], -(x * y).sum(axis=0), rtol=1e-6)
+        np.testing.assert_allclose(got[1], e + e.sum(axis=1, keepdims=True), rtol=1e-6)
     if HAVE_CC:
         src = c_source(g)
         body = kernel_text(src)  # sum over rows: accumulators ride along the kept row
         assert "double acc[1024];" in body and "acc[j] += t0;" in body  # never stored
-        body = kernel_text(src, "fused_3")  # sum along the row: one accumulator
+        body = kernel_text(src, "fused_2")  # sum along the row: one accumulator
         assert "double acc = 0;" in body and "#pragma omp simd reduction(+:acc)" in body
-        assert "acc += x0;" in body
+        assert "out1[i0 * 3 + r0] = t0;" in body and "acc += t0;" in body
+    # the same exp read before its sum: stored by a kernel of its own, the sum alone
+    g.nodes[4], g.nodes[5] = node("add", X, n(3), sh=(4, 3)), \
+        node("sum", n(3), sh=(4, 1), dims=(1,), keepdim=True)
+    g.outputs.append(n(4))
+    ks, _ = groups(g)
+    assert ["exp"] in ks and ["sum"] in ks
 
 
 @needs_cc

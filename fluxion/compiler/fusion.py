@@ -113,11 +113,17 @@ def _reads_whole(graph: Graph, u: int, j: int) -> bool:
 
 def _fuse_sums(graph: Graph, kernels: list[Kernel], users: dict[int, list[int]],
                outputs: set[int], again: set[int]) -> None:
-    """A float sum whose operand is an elementwise kernel that nothing else reads takes
-    that kernel in: the C evaluates the expression inside the reduction's loops and the
-    summand never goes to memory (a bias gradient's ``(g * mask).sum((0, 2, 3))``). Any
-    other float sum is a reduction kernel of its own."""
+    """A float sum whose operand is an elementwise kernel takes that kernel in: the C
+    evaluates the expression inside the reduction's loops, and the summand never goes to
+    memory (a bias gradient's ``(g * mask).sum((0, 2, 3))``) or, when later steps read it
+    too (the gradient that also flows into a matrix product), is stored from the same
+    pass (``Kernel.extra``: the kernel runs at the sum's place, so only readers after the
+    sum may read it). Any other float sum is a reduction kernel of its own."""
     by_root = {k.root: k for k in kernels}
+    readers: dict[tuple, list[int]] = {}  # attributes' references included
+    for i, n in enumerate(graph.nodes):
+        for r in node_refs(n):
+            readers.setdefault(r, []).append(i)
     for i, n in enumerate(graph.nodes):
         if n.op != "sum" or n.dtype not in _FLOATS or not n.args or not is_ref(n.args[0]):
             continue
@@ -129,6 +135,14 @@ def _fuse_sums(graph: Graph, kernels: list[Kernel], users: dict[int, list[int]],
             by_root[i] = kernels[-1]
             continue
         k = by_root.get(r[1]) if r[0] == "n" else None
+        later = readers[r][1:]
+        if k is not None and not k.extra and graph.nodes[k.root].op != "sum" \
+                and readers[r][0] == i and later and all(u > i for u in later):
+            k.nodes.append(i)
+            k.extra = [r[1]]
+            del by_root[r[1]]
+            by_root[i] = k
+            continue
         if k is None or k.extra or r[1] in outputs or users[r[1]] != [i]:
             # no producer to take in: the sum alone, still one C pass (double accumulator)
             kernels.append(Kernel("k", [i]))

@@ -293,6 +293,9 @@ def render_reduction(graph: Graph, k: Kernel,
         own = (layouts or {}).get(r) or c_strides(ishape)
         operands.append(broadcast_strides(ishape, own, shape))
     params.append(f"{CTYPE[root.dtype]}* out")
+    # the summand stored as well (read by later steps too), contiguous like the input
+    params += [f"{CTYPE[graph.nodes[e].dtype]}* out{j + 1}" for j, e in enumerate(k.extra)]
+    operands += [c_strides(shape)] * len(k.extra)
     kd = [d for d in range(len(shape)) if d not in reduced]
     rd = sorted(reduced)
     k_ext, k_st = loop_nest(tuple(shape[d] for d in kd),
@@ -309,6 +312,10 @@ def render_reduction(graph: Graph, k: Kernel,
         inner.append(f"const {VTYPE[graph.nodes[m].dtype]} t{pos} = "
                      f"{_expr(graph, m, names)};")
         names[("n", m)] = f"t{pos}"
+    for j, e in enumerate(k.extra):
+        at = len(k.inputs) + j
+        inner.append(f"out{j + 1}[{_offset([('i', k_st[at + 1]), ('r', r_st[at])], size)}]"
+                     f" = {names[('n', e)]};")
     if k_ext and r_ext and max(rd) < kd[-1] and all(
             st[-1] in (0, 1) for st in k_st):
         return _row_reduction(k.name, params, size, k_ext, k_st, r_ext, inner,
