@@ -706,6 +706,30 @@ entry("softmax", "softmax",
       lambda m, x, d: m.nn.functional.softmax(x, d), _softmax_samples, dtypes=FLOATS)
 entry("log_softmax", "log_softmax",
       lambda m, x, d: m.nn.functional.log_softmax(x, dim=d), _softmax_samples, dtypes=FLOATS)
+def _layer_norm_samples(mk: Maker, dt: str) -> list[Sample]:
+    """Normalised over the last ``nd`` dimensions (the second argument)."""
+    out = [S(a, 1, name=n) for n, a in layouts(mk, dt)]
+    out += [S(A(mk((2, 3, 4))), 2, name="3d_two_dims"), S(A(mk((2, 3, 4))), 3, name="3d_all"),
+            S(A(mk((5,))), 1, name="1d")]
+    if dt in FULL:  # rows of nothing
+        out.append(S(A(mk((0, 3))), 1, name="0size"))
+    return out
+
+
+def _layer_norm(m: Any, x: Any, nd: int) -> Any:
+    return m.nn.functional.layer_norm(x, x.shape[x.ndim - nd:])
+
+
+def _layer_norm_grad(m: Any, x: Any, nd: int) -> Any:
+    """A first derivative of layer_norm (one primitive; higher ones are composed of
+    differentiable ops), taken at a detached copy of ``x``."""
+    t = x.detach().requires_grad_()
+    return m.autograd.grad((_layer_norm(m, t, nd) ** 3).sum(), t)[0]
+
+
+entry("layer_norm", "layer_norm", _layer_norm, _layer_norm_samples, dtypes=FLOATS)
+entry("layer_norm_backward", "layer_norm_backward", _layer_norm_grad, _layer_norm_samples,
+      dtypes=FLOATS, grad=False)
 entry("gelu", "gelu", lambda m, x, a: m.nn.functional.gelu(x, approximate=a),
       lambda mk, dt: [S(a, approx, name=f"{n}_{approx}") for n, a in layouts(mk, dt)
                       for approx in ("none", "tanh")]

@@ -1,10 +1,9 @@
 """The C templates for library ops (unfold, fold, max_dim/min_dim, scatter, scatter_add,
-gather, softmax):
-compiled results are bit-identical (softmax: within a few ulps) to eager's NumPy kernels on
-contiguous and strided (in-graph view) inputs, NaN and ties included; the template really
-ran (the graph holds its kernel); inputs the C does not handle (an index out of range)
-raise eager's error; and gradients of convolution and max-pooling through them match eager
-and PyTorch."""
+gather, softmax, layer_norm and its gradient): compiled results are bit-identical (softmax,
+layer norm: within a few ulps) to eager's NumPy kernels on contiguous and strided
+(in-graph view) inputs, NaN and ties included; the template really ran (the graph holds
+its kernel); inputs the C does not handle (an index out of range) raise eager's error;
+and gradients of convolution and max-pooling through them match eager and PyTorch."""
 
 from __future__ import annotations
 
@@ -289,6 +288,44 @@ def test_softmax_matches_eager(op: str, dtype: Any, layout: str) -> None:
     assert np.array_equal(np.isnan(got), np.isnan(want))
     edge = 0 if op == "softmax" else -np.inf
     assert np.all(got[want == edge] == edge)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("layout", list(SOFTMAX_LAYOUTS))
+def test_layer_norm_and_its_gradient_match_eager(dtype: Any, layout: str) -> None:
+    """layer_norm over the last axis and its first derivative run as C templates (no
+    NumPy fallback) and equal eager to a few ulps (both sum in double, in other orders),
+    a constant row included (all zeros out); over two axes it stays the library call."""
+    rng = np.random.default_rng(7)
+    a = rng.standard_normal((3, 5, 37)) * 3 + 10
+    a[1, 2] = 4.0
+    x = fluxion.tensor(a.astype(dtype))
+    view = SOFTMAX_LAYOUTS[layout]
+
+    def fn(t: Any, nd: int = 1) -> Any:
+        t = t.detach().requires_grad_()
+        v = view(t)
+        y = F.layer_norm(v, v.shape[v.ndim - nd:])
+        return y, fluxion.autograd.grad((y ** 3).sum(), t)[0]
+
+    cf = fluxion.compile(fn)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(runtime.Program, "_library_value", _no_fallback)
+        got, want = cf(x), fn(x)
+    assert {"layer_norm", "layer_norm_backward"} <= _templated_ops(cf)
+    ulp = np.finfo(dtype).eps
+    for g, w in zip(got, want):  # the sums' rounding is absolute, on the row's scale
+        g, w = g.detach().numpy(), w.detach().numpy()
+        assert g.dtype == w.dtype and g.shape == w.shape
+        np.testing.assert_allclose(g, w, rtol=16 * ulp, atol=16 * ulp * np.abs(w).max())
+    if layout != "transposed":  # there the constant row is a column
+        constant = view(fluxion.tensor((a == 4.0) * 1.0)).numpy() > 0
+        assert constant.any() and not np.any(got[0].detach().numpy()[constant])
+    cf2 = fluxion.compile(lambda t: fn(t, 2))
+    for g, w in zip(cf2(x), fn(x, 2)):
+        g, w = g.detach().numpy(), w.detach().numpy()
+        np.testing.assert_allclose(g, w, rtol=16 * ulp, atol=16 * ulp * np.abs(w).max())
+    assert not {"layer_norm", "layer_norm_backward"} & _templated_ops(cf2)
 
 
 def test_softmax_gradient_and_other_dims() -> None:

@@ -801,16 +801,14 @@ def layer_norm(input: Tensor, normalized_shape: Sequence[int], weight: Tensor | 
         raise RuntimeError(f"Given normalized_shape={list(ns)}, expected input with shape "
                            f"[*, {', '.join(map(str, ns))}], but got input of size "
                            f"{list(input.shape)}")
-    dims = tuple(range(input.ndim - len(ns), input.ndim))
-    mean = input.mean(dims, keepdim=True)
-    d = input - mean
-    var = (d * d).mean(dims, keepdim=True)
-    out = d * (var + eps).rsqrt()
+    if not input.is_floating_point():
+        raise RuntimeError(f"layer_norm: expected a floating point input, got {input.dtype}")
+    out = apply(OPS["layer_norm"], input, nd=len(ns), eps=float(eps))
     if weight is not None:
         out = out * weight
     if bias is not None:
         out = out + bias
-    return out
+    return label(out, "NativeLayerNormBackward0")
 
 
 def group_norm(input: Tensor, num_groups: int, weight: Tensor | None = None,

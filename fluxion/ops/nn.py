@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import math
 
-from fluxion.ops.registry import defop
+from fluxion.autograd.grad_mode import state as grad_mode
+from fluxion.ops.registry import OPS, apply, defop
 
 
 def _shift(xp, a, dim):
@@ -44,6 +45,70 @@ def _(n, g):
 
 
 for _op in (softmax, log_softmax):
+    _op.shape_rule = lambda specs, **_: (specs[0].shape, specs[0].dtype)
+
+
+def _mean(a, dims):
+    """The mean over ``dims`` summed in float64 (as the compiled rows do): a mean off by
+    an ulp would shift every value of a row whose spread is small beside its mean."""
+    return a.mean(axis=dims, keepdims=True, dtype="float64").astype(a.dtype, copy=False)
+
+
+def _moments(xp, a, nd):
+    """Over the last ``nd`` dimensions of ``a`` (float16 computed in float32, as PyTorch
+    does): the deviations from the mean, 1 / sqrt(biased variance + eps) as a function
+    of eps, and the dimensions."""
+    dims = tuple(range(a.ndim - nd, a.ndim))
+    d = a - _mean(a, dims)
+    var = _mean(d * d, dims)
+    return d, lambda eps: 1 / xp.sqrt(var + eps), dims
+
+
+def _upcast(fn):
+    """Run a layer-norm kernel on float16 arrays in float32; the result in float16."""
+    def run(xp, *arrays, **attrs):
+        half = arrays[-1].dtype == "float16"
+        out = fn(xp, *(x.astype("float32") if half else x for x in arrays), **attrs)
+        return out.astype("float16") if half else out
+
+    run.__doc__ = fn.__doc__
+    return run
+
+
+@defop("layer_norm", "nn", save_output=True)
+@_upcast
+def layer_norm(xp, a, nd, eps):
+    """(x - mean) / sqrt(var + eps) over the last ``nd`` dimensions (biased variance); the
+    weight and bias are applied after it (``nn.functional.layer_norm``)."""
+    d, rs, _ = _moments(xp, a, nd)
+    return d * rs(eps)
+
+
+@layer_norm.defgrad
+def _(n, g):
+    nd, eps = n.attrs["nd"], n.attrs["eps"]
+    if not grad_mode.enabled:  # a first derivative: one op, one pass per row compiled
+        return (apply(OPS["layer_norm_backward"], g, n.inputs[0], nd=nd, eps=eps),)
+    # the same formula in differentiable ops, for derivatives of higher order
+    x, y = n.inputs[0], n.out
+    dims = tuple(range(x.ndim - nd, x.ndim))
+    d = x - x.mean(dims, keepdim=True)
+    rs = ((d * d).mean(dims, keepdim=True) + eps).rsqrt()
+    return (rs * (g - g.mean(dims, keepdim=True) - y * (g * y).mean(dims, keepdim=True)),)
+
+
+@defop("layer_norm_backward", "nn", save_inputs=False, differentiable=False)
+@_upcast
+def layer_norm_backward(xp, g, a, nd, eps):
+    """The gradient of ``layer_norm`` at ``a`` for the output's gradient ``g``:
+    rs * (g - mean(g) - y * mean(g * y)), y the normalised ``a``, rs its 1 / std."""
+    d, rs_of, dims = _moments(xp, a, nd)
+    rs = rs_of(eps)
+    y = d * rs
+    return rs * (g - _mean(g, dims) - y * _mean(g * y, dims))
+
+
+for _op in (layer_norm, layer_norm_backward):
     _op.shape_rule = lambda specs, **_: (specs[0].shape, specs[0].dtype)
 
 

@@ -1,14 +1,16 @@
 """C kernels for library ops that are not elementwise: convolution's ``unfold``/``fold``
 (im2col/col2im), ``max_dim``/``min_dim`` (max-pooling's windows), ``scatter`` (their
 gradient), ``gather``/``scatter_add`` (the loss picking each target's log-probability, and
-its gradient) and ``softmax``/``log_softmax`` along the last axis (attention's, the loss's).
+its gradient), ``softmax``/``log_softmax`` along the last axis (attention's, the loss's)
+and ``layer_norm`` over the last axis with its gradient.
 NumPy runs each of these as several passes with Python in between (fold adds one strided
 slice per kernel tap); in C each is one pass over its output with the sizes and the
 inputs' strides written in (or read at run time, for dynamic sizes), so the compiler
 emits them instead of calling the op table's NumPy kernel. All but the softmaxes are
 bit-identical to that kernel: the same additions in the same order, the same first
 extreme (NaN included). The softmaxes sum in vector lanes and call ``fluxion_expf``
-(within 1 ulp): within a few ulps of NumPy's.
+(within 1 ulp): within a few ulps of NumPy's; the layer norms sum in double, as their
+NumPy kernels do, in another order.
 
 A template renders the body of ``int64_t fn(int64_t n, [sz,] const T* in0, ..., out0, ...)``
 (``sz``: the sizes a dynamic kernel reads at run time):
@@ -411,6 +413,103 @@ def _softmax_tail(ctype: str, lanes: int, n: str, x: str, exp: str, low: str,
     for (int64_t j = 0; j < {n}; j++) o[j] /= total;"""
 
 
+# --- layer norm along the last axis -------------------------------------------------------
+_SUM_LANES = 16  # double accumulators per sum: two vectors' worth of independent additions
+
+
+def _lane_sums(n: str, sums: dict[str, str], head: Callable[[str], list[str]]) -> str:
+    """Per row, each of ``sums`` (name -> the C of element ``k``'s term, after ``head(k)``'s
+    lines) added up in double over ``_SUM_LANES`` lanes combined by halving: one
+    accumulator would make every addition wait for the previous one."""
+    lanes = _SUM_LANES
+    zero = " ".join(f"{a}[l] = 0;" for a in sums)
+
+    def body(lane: str, pad: str) -> str:
+        return "\n".join([*(pad + h for h in head("k")),
+                          *(f"{pad}{a}[{lane}] += {t};" for a, t in sums.items())])
+
+    combine = _halving(lanes, " ".join(f"{a}[l] += {a}[l + {{w}}];" for a in sums))
+    return f"""    double {", ".join(f"{a}[{lanes}]" for a in sums)};
+    for (int l = 0; l < {lanes}; l++) {{ {zero} }}
+    for (int64_t j = 0; j < {n} - {n} % {lanes}; j += {lanes})
+      for (int l = 0; l < {lanes}; l++) {{
+        const int64_t k = j + l;
+{body("l", "        ")}
+      }}
+    for (int64_t k = {n} - {n} % {lanes}; k < {n}; k++) {{
+{body("0", "      ")}
+    }}
+{combine}"""
+
+
+def _row_moments(ctype: str, n: str, at: Callable[[str], str], eps: float) -> str:
+    """The row's mean ``mean`` and 1 / sqrt(biased variance + eps) ``rs``, the sums in
+    double as the op table's NumPy kernel does, the rest in the values' type."""
+    return f"""{_lane_sums(n, {"ls": at("k")}, lambda k: [])}
+    const {ctype} mean = ({ctype})(ls[0] / {n});
+{_lane_sums(n, {"lq": "d * d"}, lambda k: [f"const {ctype} d = {at(k)} - mean;"])}
+    const {ctype} rs = 1 / sqrt(({ctype})(lq[0] / {n}) + ({ctype}){float(eps)!r});"""
+
+
+def _rows(ins: list[Layout], sz: Sizes, names: tuple[str, ...]
+          ) -> tuple[str, str, list[str], list[Callable[[str], str]]]:
+    """The row loop's count and length, each operand's row pointer and element reader."""
+    shape = ins[0][0]
+    heads, readers = [], []
+    for j, ((_, strides), name) in enumerate(zip(ins, names)):
+        heads.append(f"const {{T}}* {name} = in{j} + "
+                     f"{offset_of('r', shape[:-1], strides[:-1], sz)};")
+        step = strides[-1]
+        readers.append(lambda i, name=name, step=step:
+                       f"{name}[({i}) * {sz(step)}]" if step != 1 else f"{name}[{i}]")
+    return sz(math.prod(shape[:-1])), sz(shape[-1]), heads, readers
+
+
+def _layer_norm(ins: list[Layout], outs: list[tuple], ctype: str, sz: Sizes, nd: int,
+                eps: float) -> str:
+    """Per row, two passes for the moments and one writing (x - mean) * rs, where NumPy
+    makes a pass per operation over the whole array."""
+    rows, n, heads, (x,) = _rows(ins, sz, ("x",))
+    return f"""  {_parallel(sz(math.prod(outs[0])))}
+  for (int64_t r = 0; r < {rows}; r++) {{
+    {ctype}* restrict o = out0 + r * {n};
+    {heads[0].format(T=ctype)}
+{_row_moments(ctype, n, x, eps)}
+    #pragma omp simd
+    for (int64_t j = 0; j < {n}; j++) o[j] = ({x("j")} - mean) * rs;
+  }}
+  return 0;"""
+
+
+def _layer_norm_backward(ins: list[Layout], outs: list[tuple], ctype: str, sz: Sizes,
+                         nd: int, eps: float) -> str:
+    """Per row: the moments of x again, the sums of g and g * y, then
+    rs * (g - mean(g) - y * mean(g * y)) (y = (x - mean) * rs)."""
+    rows, n, heads, (g, x) = _rows(ins, sz, ("g", "x"))
+    sums = _lane_sums(n, {"lg": g("k"), "lgy": f"{g('k')} * y"},
+                      lambda k: [f"const {ctype} y = ({x(k)} - mean) * rs;"])
+    return f"""  {_parallel(sz(math.prod(outs[0])))}
+  for (int64_t r = 0; r < {rows}; r++) {{
+    {ctype}* restrict o = out0 + r * {n};
+    {heads[0].format(T=ctype)}
+    {heads[1].format(T=ctype)}
+{_row_moments(ctype, n, x, eps)}
+{sums}
+    const {ctype} mg = ({ctype})(lg[0] / {n}), mgy = ({ctype})(lgy[0] / {n});
+    #pragma omp simd
+    for (int64_t j = 0; j < {n}; j++) {{
+      const {ctype} y = ({x("j")} - mean) * rs;
+      o[j] = rs * ({g("j")} - mg - y * mgy);
+    }}
+  }}
+  return 0;"""
+
+
+def _layer_norm_operands(node: GNode) -> list[Ref] | None:
+    refs = [a for a in node.args if isinstance(a, tuple)]
+    return refs if len(refs) == len(node.args) and node.attrs["nd"] == 1 else None
+
+
 TEMPLATES: dict[str, Template] = {
     "unfold": Template(_conv_operands, _unfold),
     "fold": Template(_conv_operands, _fold),
@@ -420,6 +519,8 @@ TEMPLATES: dict[str, Template] = {
     "scatter_add": Template(_scatter_operands, functools.partial(_scatter, add=True)),
     "gather": Template(_gather_operands, _gather),
     "softmax": Template(_reduce_operands, _softmax),
+    "layer_norm": Template(_layer_norm_operands, _layer_norm),
+    "layer_norm_backward": Template(_layer_norm_operands, _layer_norm_backward),
     "log_softmax": Template(_reduce_operands, functools.partial(_softmax, log=True)),
 }
 
@@ -475,6 +576,8 @@ def template_for(graph: Any, i: int) -> list[Ref] | None:
     if n.op in ("softmax", "log_softmax") and (
             not n.shape or n.attrs["dim"] % len(n.shape) != len(n.shape) - 1):
         return None  # the last axis only
+    if n.op == "layer_norm_backward" and specs[0][0] != specs[1][0]:
+        return None
     return refs
 
 
