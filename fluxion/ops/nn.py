@@ -48,24 +48,17 @@ for _op in (softmax, log_softmax):
     _op.shape_rule = lambda specs, **_: (specs[0].shape, specs[0].dtype)
 
 
-def _mean(a, dims):
-    """The mean over ``dims`` summed in float64 (as the compiled rows do): a mean off by
-    an ulp would shift every value of a row whose spread is small beside its mean."""
-    return a.mean(axis=dims, keepdims=True, dtype="float64").astype(a.dtype, copy=False)
-
-
-def _moments(xp, a, nd):
-    """Over the last ``nd`` dimensions of ``a`` (float16 computed in float32, as PyTorch
-    does): the deviations from the mean, 1 / sqrt(biased variance + eps) as a function
-    of eps, and the dimensions."""
+def _moments(xp, a, nd, eps):
+    """Over the last ``nd`` dimensions of ``a``: the deviations from the mean (a fresh
+    array the caller may overwrite), 1 / sqrt(biased variance + eps), the dimensions."""
     dims = tuple(range(a.ndim - nd, a.ndim))
-    d = a - _mean(a, dims)
-    var = _mean(d * d, dims)
-    return d, lambda eps: 1 / xp.sqrt(var + eps), dims
+    d = a - a.mean(axis=dims, keepdims=True)
+    return d, 1 / xp.sqrt((d * d).mean(axis=dims, keepdims=True) + eps), dims
 
 
 def _upcast(fn):
-    """Run a layer-norm kernel on float16 arrays in float32; the result in float16."""
+    """Run a layer-norm kernel on float16 arrays in float32 (as PyTorch does); the
+    result in float16."""
     def run(xp, *arrays, **attrs):
         half = arrays[-1].dtype == "float16"
         out = fn(xp, *(x.astype("float32") if half else x for x in arrays), **attrs)
@@ -80,8 +73,9 @@ def _upcast(fn):
 def layer_norm(xp, a, nd, eps):
     """(x - mean) / sqrt(var + eps) over the last ``nd`` dimensions (biased variance); the
     weight and bias are applied after it (``nn.functional.layer_norm``)."""
-    d, rs, _ = _moments(xp, a, nd)
-    return d * rs(eps)
+    d, rs, _ = _moments(xp, a, nd, eps)
+    d *= rs
+    return d
 
 
 @layer_norm.defgrad
@@ -101,11 +95,17 @@ def _(n, g):
 @_upcast
 def layer_norm_backward(xp, g, a, nd, eps):
     """The gradient of ``layer_norm`` at ``a`` for the output's gradient ``g``:
-    rs * (g - mean(g) - y * mean(g * y)), y the normalised ``a``, rs its 1 / std."""
-    d, rs_of, dims = _moments(xp, a, nd)
-    rs = rs_of(eps)
-    y = d * rs
-    return rs * (g - _mean(g, dims) - y * _mean(g * y, dims))
+    rs * (g - mean(g) - y * mean(g * y)), y the normalised ``a``, rs its 1 / std (two
+    arrays of temporaries: each is a page-faulting allocation in eager mode)."""
+    y, rs, dims = _moments(xp, a, nd, eps)
+    y *= rs
+    out = g * y
+    mgy = out.mean(axis=dims, keepdims=True)
+    xp.subtract(g, g.mean(axis=dims, keepdims=True), out=out)
+    y *= mgy
+    out -= y
+    out *= rs
+    return out
 
 
 for _op in (layer_norm, layer_norm_backward):
