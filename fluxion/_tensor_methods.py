@@ -201,23 +201,66 @@ def _inplace_from(fn: Any, method: str) -> Any:
     return inplace
 
 
-def addcmul_(self: Tensor, tensor1: Tensor, tensor2: Tensor, *, value: Any = 1) -> Tensor:
-    """``self += value * tensor1 * tensor2`` in place."""
-    return _METHODS["add_"](self, call_binary("mul", tensor1, tensor2), alpha=value)
+def _fused(name: str, self: Tensor, *operands: Any) -> Tensor | None:
+    """The primitive ``name`` when every tensor operand is floating point of one dtype and
+    the numbers are Python numbers; None where PyTorch's integer and mixed-dtype rules
+    apply (the callers' composites follow them)."""
+    tensors = [self, *(o for o in operands if isinstance(o, Tensor))]
+    dt = self.dtype
+    if not dt.is_floating_point or any(t.dtype is not dt for t in tensors) or not all(
+            isinstance(o, (Tensor, int, float)) for o in operands):
+        return None
+    try:
+        np.broadcast_shapes(*(t._data.shape for t in tensors))
+    except ValueError:
+        raise RuntimeError(f"{name}: the shapes {[list(t.shape) for t in tensors]} do not "
+                           "broadcast to one") from None
+    return apply(OPS[name], self, *operands)
 
 
-def addcdiv_(self: Tensor, tensor1: Tensor, tensor2: Tensor, *, value: Any = 1) -> Tensor:
-    """``self += value * tensor1 / tensor2`` in place."""
-    return _METHODS["add_"](self, call_binary("div", tensor1, tensor2), alpha=value)
+def addcmul(self: Tensor, tensor1: Tensor, tensor2: Tensor, *, value: Any = 1) -> Tensor:
+    """``self + value * tensor1 * tensor2``, in PyTorch's order of rounding.
+
+    >>> import fluxion
+    >>> fluxion.ones(2).addcmul(fluxion.tensor([1.0, 2.0]), fluxion.tensor([3.0, 4.0]),
+    ...                         value=0.5)
+    tensor([2.5000, 5.0000])
+    """
+    out = _fused("addcmul", self, tensor1, tensor2, value)
+    return out if out is not None else self + value * (tensor1 * tensor2)
+
+
+def addcdiv(self: Tensor, tensor1: Tensor, tensor2: Tensor, *, value: Any = 1) -> Tensor:
+    """``self + value * tensor1 / tensor2``, in PyTorch's order of rounding.
+
+    >>> import fluxion
+    >>> fluxion.ones(2).addcdiv(fluxion.tensor([1.0, 2.0]), fluxion.tensor([4.0, 4.0]))
+    tensor([1.2500, 1.5000])
+    """
+    out = _fused("addcdiv", self, tensor1, tensor2, value)
+    return out if out is not None else self + value * (tensor1 / tensor2)
 
 
 def lerp(self: Tensor, end: Tensor, weight: Any) -> Tensor:
-    """``self + weight * (end - self)``, computed from the nearer end as PyTorch does."""
+    """``self + weight * (end - self)``, computed from the nearer end as PyTorch does.
+
+    >>> import fluxion
+    >>> fluxion.zeros(2).lerp(fluxion.tensor([1.0, 2.0]), 0.75)
+    tensor([0.7500, 1.5000])
+    """
+    if not isinstance(end, Tensor):
+        raise TypeError(f"lerp(): argument 'end' must be Tensor, not {type(end).__name__}")
+    out = _fused("lerp", self, end, weight)
+    if out is not None:
+        return out
     diff = call_binary("sub", end, self)
     if isinstance(weight, Tensor):
-        near = F.where(weight.abs() < 0.5, self + weight * diff, end - diff * (1 - weight))
-        return near
+        return F.where(weight.abs() < 0.5, self + weight * diff, end - diff * (1 - weight))
     return self + weight * diff if abs(weight) < 0.5 else end - diff * (1 - weight)
+
+
+addcmul_ = _inplace_from(addcmul, "addcmul_")
+addcdiv_ = _inplace_from(addcdiv, "addcdiv_")
 
 
 def lerp_(self: Tensor, end: Tensor, weight: Any) -> Tensor:
@@ -424,8 +467,7 @@ _METHODS: dict[str, Any] = {
     "add_": _inplace_binary("add", "add_"), "sub_": _inplace_binary("sub", "sub_"),
     "mul_": _inplace_binary("mul", "mul_"), "div_": _inplace_binary("div", "div_"),
     "pow_": _ipow, "addcmul_": addcmul_, "addcdiv_": addcdiv_, "lerp_": lerp_,
-    "addcmul": lambda self, t1, t2, *, value=1: self + value * (t1 * t2),
-    "addcdiv": lambda self, t1, t2, *, value=1: self + value * (t1 / t2),
+    "addcmul": addcmul, "addcdiv": addcdiv,
     "lerp": lerp,
     "zero_": zero_, "fill_": fill_, "copy_": copy_,
     "uniform_": uniform_, "normal_": normal_, "bernoulli_": bernoulli_,

@@ -539,6 +539,40 @@ entry("where_method", "where", lambda m, c, x, y: x.where(c, y),
       dtypes=("float32", "int64"), gradgrad=False)
 
 
+def _fma_samples(mk: Maker, dt: str) -> list[Sample]:
+    """self, two operands and a Python number: same shapes, broadcasting both ways, a
+    0-d operand, a transposed and an expanded view."""
+    out = [S(A(mk((3, 4))), A(mk((3, 4))), A(mk((3, 4), low=0.5, high=2.0)), 0.5,
+             name="same"),
+           S(A(mk((3, 4))), A(mk((1, 4))), A(mk((3, 1), low=0.5, high=2.0)), -2.0,
+             name="bcast"),
+           S(A(mk((3, 4))), A(mk(())), A(mk((4,), low=0.5, high=2.0)), 3, name="0d_int_value"),
+           S(A(mk((4, 3)), T), A(mk((3, 4))), A(mk((1, 4), low=0.5, high=2.0), EXP), 0.25,
+             name="views")]
+    return out
+
+
+entry("addcmul", "addcmul", lambda m, x, a, b, v: x.addcmul(a, b, value=v), _fma_samples,
+      dtypes=FLOATS)
+entry("addcdiv", "addcdiv", lambda m, x, a, b, v: x.addcdiv(a, b, value=v), _fma_samples,
+      dtypes=FLOATS)
+
+
+def _lerp_samples(mk: Maker, dt: str) -> list[Sample]:
+    """Scalar weights on both sides of 0.5 (two formulas), a tensor weight mixing them,
+    broadcasting and views."""
+    w = mk((3, 4), low=-0.2, high=1.2)
+    return [S(A(mk((3, 4))), A(mk((3, 4))), 0.25, name="near_self"),
+            S(A(mk((3, 4))), A(mk((3, 4))), 0.75, name="near_end"),
+            S(A(mk((3, 4))), A(mk((1, 4))), -0.6, name="bcast_negative"),
+            S(A(mk((3, 4))), A(mk((3, 4))), A(w), name="tensor_weight"),
+            S(A(mk((4, 3)), T), A(mk((1, 4)), EXP), A(mk((3, 1), low=0.0, high=1.0)),
+              name="views_bcast_weight")]
+
+
+entry("lerp", "lerp", lambda m, x, e, w: x.lerp(e, w), _lerp_samples, dtypes=FLOATS)
+
+
 def _masked_fill_samples(mk: Maker, dt: str) -> list[Sample]:
     v = 1 if dt in INTS else 2.5 if dt in FLOATS else True
     out = [S(a, A(mk((3, 4), "bool")), v, name=n) for n, a in layouts(mk, dt)]

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from fluxion import _dtype
-from fluxion.ops.registry import OPS, Op, apply, defop
+from fluxion.ops.registry import OPS, Op, Spec, apply, defop
 from fluxion.tensor import Tensor
 
 Scalar = bool | int | float
@@ -466,6 +466,69 @@ def _(n, g):
         sum_to(g.where(cond, zero), n.shapes[1]) if n.needs_input_grad[1] else None,
         sum_to(zero.where(cond, g), n.shapes[2]) if n.needs_input_grad[2] else None,
     )
+
+
+# --- fused multiply-adds of the optimizers (PyTorch's lerp, addcmul, addcdiv) --------------
+def _fma_rule(specs: list, **_: Any) -> tuple[tuple[int, ...], np.dtype]:
+    """Broadcast shape; the dtype NumPy gives (Python numbers weak)."""
+    shape = np.broadcast_shapes(*(s.shape for s in specs if isinstance(s, Spec)))
+    return shape, np.result_type(*(s.dtype if isinstance(s, Spec) else s for s in specs))
+
+
+def _typed(v: float) -> str:
+    return f"((__typeof__(a)){v!r})"  # the operands' type: float32 stays float32
+
+
+@defop("lerp", "ternary", dtype_rule="promote", shape_rule=_fma_rule,
+       c_expr=f"(fabs(c) < {_typed(0.5)} ? a + c * (b - a) : b - (b - a) * ({_typed(1.0)} - c))")
+def lerp(xp, a, b, w):
+    """a + w * (b - a), from the nearer end (b - (b - a) * (1 - w) for |w| >= 0.5), as
+    PyTorch computes it."""
+    d = b - a
+    if isinstance(w, (int, float)):
+        return a + w * d if abs(w) < 0.5 else b - d * (1 - w)
+    return xp.where(xp.abs(w) < 0.5, a + w * d, b - d * (1 - w))
+
+
+@lerp.defgrad
+def _(n, g):
+    a, b, w = n.inputs
+    need = n.needs_input_grad
+    return (_unbroadcast(n, 0, g * (1 - w)) if need[0] else None,
+            _unbroadcast(n, 1, g * w) if need[1] else None,
+            _unbroadcast(n, 2, g * (b - a)) if need[2] else None)
+
+
+@defop("addcmul", "ternary", dtype_rule="promote", shape_rule=_fma_rule,
+       c_expr="a + d * b * c")
+def addcmul(xp, a, b, c, v):
+    """a + v * b * c (in that order, as PyTorch: (v * b) * c, then the sum)."""
+    return a + v * b * c
+
+
+@addcmul.defgrad
+def _(n, g):
+    _, b, c, v = n.inputs
+    need = n.needs_input_grad
+    return (_unbroadcast(n, 0, g) if need[0] else None,
+            _unbroadcast(n, 1, g * v * c) if need[1] else None,
+            _unbroadcast(n, 2, g * v * b) if need[2] else None, None)
+
+
+@defop("addcdiv", "ternary", dtype_rule="promote", shape_rule=_fma_rule,
+       c_expr="a + d * b / c")
+def addcdiv(xp, a, b, c, v):
+    """a + v * b / c (in that order, as PyTorch: (v * b) / c, then the sum)."""
+    return a + v * b / c
+
+
+@addcdiv.defgrad
+def _(n, g):
+    _, b, c, v = n.inputs
+    need = n.needs_input_grad
+    return (_unbroadcast(n, 0, g) if need[0] else None,
+            _unbroadcast(n, 1, g * v / c) if need[1] else None,
+            _unbroadcast(n, 2, -g * v * b / (c * c)) if need[2] else None, None)
 
 
 # --- argument handling shared by the public functions ---------------------------------

@@ -205,7 +205,7 @@ def _expr(graph: Graph, i: int, names: dict[Any, str]) -> str:
         lo, hi = n.attrs.get("min"), n.attrs.get("max")
         expr = expr.replace("lo", _literal(-math.inf if lo is None else lo, ctype))
         expr = expr.replace("hi", _literal(math.inf if hi is None else hi, ctype))
-    for sym, val in zip("abc", ops):
+    for sym, val in zip("abcd", ops):
         expr = re.sub(rf"\b{sym}\b", f"({val})", expr)
     if n.dtype == bool:  # 0 or 1 whatever the C gives (isnan's nonzero)
         return f"(({expr}) != 0)"
