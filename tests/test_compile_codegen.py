@@ -842,6 +842,33 @@ def test_views_only_kernels_read_are_never_made(monkeypatch: pytest.MonkeyPatch)
 
 
 @needs_cc
+def test_a_product_makes_the_view_it_reads_in_its_call(monkeypatch: pytest.MonkeyPatch
+                                                        ) -> None:
+    """``x @ W.T`` (a linear layer): the transpose is not a step of its own, the product
+    makes it in its call (one permute call a run); a transpose another library op reads
+    stays a step. Values are NumPy's; explain's memory plan says so."""
+    g = Graph([((4, 3), F32), ((5, 3), F32)],
+              [node("permute", Y, sh=(3, 5), dims=(1, 0)),
+               node("matmul", X, n(0), sh=(4, 5)),
+               node("relu", n(1), sh=(4, 5)),
+               node("permute", X, sh=(3, 4), dims=(1, 0)),
+               node("cumsum", n(3), sh=(3, 4), dim=0)],
+              [n(2), n(4)])
+    prog = runtime.build_program(g, "c")
+    assert prog._elided == {n(0): Y} and prog._viewing == {1}
+    assert any("%0 (permute of %in1): no step of its own, made by the matrix product" in line
+               for line in prog.memory_plan())
+    rng = np.random.default_rng(5)
+    x, w = rng.standard_normal((4, 3)).astype(np.float32), \
+        rng.standard_normal((5, 3)).astype(np.float32)
+    calls = _count_calls(monkeypatch, ("permute",))
+    relu, cum = prog.run([x, w])
+    np.testing.assert_allclose(relu, np.maximum(x @ w.T, 0), rtol=1e-6)
+    np.testing.assert_allclose(cum, np.cumsum(x.T, axis=0), rtol=1e-6)
+    assert calls == {"permute": 2}  # the product's, and the cumsum's own step
+
+
+@needs_cc
 def test_a_product_output_is_reused_only_once_dropped() -> None:
     """A matrix product that leaves the graph (a weight's gradient) is written into last
     call's array when the caller has dropped it (``zero_grad``), never into one it holds."""

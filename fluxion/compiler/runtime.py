@@ -76,6 +76,7 @@ class Program:
     # views only C kernels and templates read: not made at all, the kernels get the
     # address of the array they view (the same first element) and index it the view's way
     _elided: dict[tuple, tuple] = field(default_factory=dict)  # view -> the array it views
+    _viewing: set[int] = field(default_factory=set)  # matrix products reading such views
 
     def run(self, inputs: list[np.ndarray],
             targets: dict[int, np.ndarray] | None = None) -> list[np.ndarray]:
@@ -117,7 +118,9 @@ class Program:
         op = OPS[n.op]
         refs, plain = self._library_args[i]
         if plain:  # operands are values or literals, attributes hold no values
-            args = [env[a] if r else a for a, r in zip(n.args, refs)]
+            args = [env[a] if r else a for a, r in zip(n.args, refs)] \
+                if i not in self._viewing else \
+                [self._value(a, env) if r else a for a, r in zip(n.args, refs)]
             if i in self._joins and self._joined(i, args):
                 env[("n", i)] = self._claimed.pop(i)
                 return
@@ -368,10 +371,12 @@ class Program:
             where = f"its part of %{owner} (cat: nothing to copy)" if owner in self._joins \
                 else f"%{owner}'s layout (that reshape: a view)"
             lines.append(f"%{m} (matmul): written straight into {where}")
+        made_in = {r for i in self._viewing for r in node_refs(self.graph.nodes[i])}
         for r, src in sorted(self._elided.items()):
             n = self.graph.nodes[r[1]]
-            lines.append(f"%{r[1]} ({n.op} of {ref_str(n.args[0])}): never made, its "
-                         f"kernels read {ref_str(src)} through its strides")
+            how = "made by the matrix product that reads it, in its call" if r in made_in \
+                else f"never made, its kernels read {ref_str(src)} through its strides"
+            lines.append(f"%{r[1]} ({n.op} of {ref_str(n.args[0])}): no step of its own, {how}")
         return lines
 
     def _value(self, r: tuple, env: dict) -> Any:
@@ -495,11 +500,12 @@ def _reshape_copies(graph: Graph, n: Any, planned: dict) -> bool:
 
 def _kernel_only_views(graph: Graph, kernels: list[Kernel], planned: dict, outputs: set
                        ) -> dict[tuple, tuple]:
-    """Views (reshape, permute, expand) that only C kernels, templates and other such views
-    read, each mapped to the array it views through its chain of views: their first
-    element is that array's, and the kernels index them with the view's strides, planned
-    from the array's layout; so the view need not be made at run time (a step of Python
-    each, several microseconds on a cache gone cold from the previous kernel)."""
+    """Views (reshape, permute, expand) that only C kernels, templates, matrix products
+    and other such views read, each mapped to the array it views through its chain of
+    views: their first element is that array's, and the kernels index them with the view's
+    strides, planned from the array's layout; so the view is not a step at run time (a
+    step of Python each, several microseconds on a cache gone cold from the previous
+    kernel); a product makes the view it reads in its own call (``Program._viewing``)."""
     kernel_reads: dict[tuple, int] = {}  # times each value is read, by kernels
     for k in kernels:
         inputs = set(k.inputs)
@@ -507,6 +513,12 @@ def _kernel_only_views(graph: Graph, kernels: list[Kernel], planned: dict, outpu
             for r in node_refs(graph.nodes[m]):
                 if r in inputs:
                     kernel_reads[r] = kernel_reads.get(r, 0) + 1
+    # matrix products (library calls) make the views they read inside their own call
+    in_kernel = {m for k in kernels for m in k.nodes}
+    for i, n in enumerate(graph.nodes):
+        if n.op == "matmul" and i not in in_kernel:
+            for r in node_refs(n):
+                kernel_reads[r] = kernel_reads.get(r, 0) + 1
     reads: dict[tuple, int] = {}  # by anything, attributes included
     for n in graph.nodes:
         for r in node_refs(n):
@@ -632,6 +644,8 @@ def build_program(graph: Graph, backend: str = "auto", dynamic: bool = False) ->
                  if r in planned and planned[r] != layout.c_strides(opt.spec(r)[0])}
         prog._elided = _kernel_only_views(opt, kernels, planned,
                                           {r for r in opt.outputs if is_ref(r)})
+        prog._viewing = {i for i in schedule if opt.nodes[i].op == "matmul" and any(
+            r in prog._elided for r in node_refs(opt.nodes[i]))}
         for k in kernels:
             expect = []
             for r in k.inputs:
@@ -681,9 +695,8 @@ def build_program(graph: Graph, backend: str = "auto", dynamic: bool = False) ->
     roots = {k.root: k for k in kernels}
 
     def reads_of(i: int) -> list:  # what step i reads (a kernel: through elided views)
-        if i in roots:
-            return [prog._elided.get(r, r) for r in roots[i].inputs]
-        return node_refs(opt.nodes[i])
+        refs = roots[i].inputs if i in roots else node_refs(opt.nodes[i])
+        return [prog._elided.get(r, r) for r in refs]
 
     for step, i in enumerate(schedule):
         for r in reads_of(i):
