@@ -267,7 +267,12 @@ class Segment:
         args = tuple(refs)
         i = len(self.nodes)
         if attrs:
-            gattrs = {k: self._attr(v) for k, v in attrs.items()}
+            gattrs = attrs  # (a fresh dict per call) as it is when every value is plain
+            for v in attrs.values():
+                t = type(v)
+                if t not in _PLAIN and not (t is tuple and all(type(x) is int for x in v)):
+                    gattrs = {k: self._attr(v) for k, v in attrs.items()}
+                    break
             sig = (op, args, numbers, gattrs, tuple(map(type, gattrs.values())))
         else:
             gattrs = {}
