@@ -328,6 +328,33 @@ def test_layer_norm_and_its_gradient_match_eager(dtype: Any, layout: str) -> Non
     assert not {"layer_norm", "layer_norm_backward"} & _templated_ops(cf2)
 
 
+def test_layer_norm_gradient_takes_in_the_weight_product() -> None:
+    """With a weight, the layer norm's gradient reads ``g * w``: the template computes it
+    per row (one C function, no kernel of its own, no NumPy fallback), and the input's
+    and weight's gradients equal eager's."""
+    rng = np.random.default_rng(8)
+    x = fluxion.tensor(rng.standard_normal((4, 6, 24)).astype(np.float32))
+    w = fluxion.tensor(rng.standard_normal(24).astype(np.float32), requires_grad=True)
+
+    def fn(t: Any) -> Any:
+        t = t.detach().requires_grad_()
+        y = F.layer_norm(t * 1, (24,), w)
+        return fluxion.autograd.grad((y ** 3).sum(), (t, w))
+
+    cf = fluxion.compile(fn)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(runtime.Program, "_library_value", _no_fallback)
+        got, want = cf(x), fn(x)
+    program = cf.last_programs[0]
+    (k,) = [k for k in program.kernels if program.graph.nodes[k.root].op
+            == "layer_norm_backward"]
+    assert k.template and [program.graph.nodes[m].op for m in k.nodes] == \
+        ["mul", "layer_norm_backward"]
+    for g, e in zip(got, want):
+        g, e = g.numpy(), e.numpy()
+        np.testing.assert_allclose(g, e, rtol=1e-5, atol=1e-5 * np.abs(e).max())
+
+
 def test_softmax_gradient_and_other_dims() -> None:
     """The backward through the templates matches eager and PyTorch; softmax along
     another axis stays the library call."""

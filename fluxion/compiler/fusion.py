@@ -217,12 +217,17 @@ def fuse(graph: Graph) -> tuple[list[Kernel], list[int]]:
     return kernels, schedule
 
 
-def fuse_into_softmax(graph: Graph, kernels: list[Kernel], schedule: list[int]) -> list[int]:
-    """A softmax or log_softmax emitted from its C template takes in the elementwise
-    kernel that feeds it when nothing else reads that kernel's value (attention's scale
-    and mask): the template computes each row of the producer into its output row and
-    normalises it there, so the scores never go to memory and back. Returns the schedule
-    without the absorbed kernels.
+# row templates that take in the elementwise kernel feeding their first operand
+ROW_TEMPLATES = ("softmax", "log_softmax", "layer_norm_backward")
+
+
+def fuse_into_rows(graph: Graph, kernels: list[Kernel], schedule: list[int]) -> list[int]:
+    """A softmax, log_softmax or layer norm gradient emitted from its C template takes in
+    the elementwise kernel that feeds its first operand when nothing else reads that
+    kernel's value (attention's scale and mask; the gradient times the layer norm's
+    weight): the template computes each row of the producer into its output row and
+    works there, so the values never go to memory and back. Returns the schedule without
+    the absorbed kernels.
 
     >>> from fluxion.compiler.graph import GNode
     >>> f32 = np.dtype(np.float32)
@@ -230,7 +235,7 @@ def fuse_into_softmax(graph: Graph, kernels: list[Kernel], schedule: list[int]) 
     ...           GNode("softmax", (("n", 0),), {"dim": -1}, (2, 4), f32)], [("n", 1)])
     >>> kernels, schedule = fuse(g)
     >>> kernels.append(Kernel("lib_1", [1], [("n", 0)], template=True))
-    >>> fuse_into_softmax(g, kernels, schedule), [(k.name, k.nodes) for k in kernels]
+    >>> fuse_into_rows(g, kernels, schedule), [(k.name, k.nodes) for k in kernels]
     ([1], [('lib_1', [0, 1])])
     """
     users = graph.users()
@@ -239,14 +244,15 @@ def fuse_into_softmax(graph: Graph, kernels: list[Kernel], schedule: list[int]) 
     gone: set[int] = set()
     for k in kernels:
         n = graph.nodes[k.root]
-        if not k.template or n.op not in ("softmax", "log_softmax"):
+        if not k.template or n.op not in ROW_TEMPLATES:
             continue
         r = n.args[0]
         p = producers.get(r[1]) if r[0] == "n" else None
         if p is None or p.extra or is_reduction(graph, p) or r[1] in outputs \
                 or users[r[1]] != [k.root] or graph.nodes[r[1]].shape != n.shape:
             continue
-        k.nodes, k.inputs = p.nodes + k.nodes, list(p.inputs)
+        rest = [a for a in k.inputs[1:] if a not in p.inputs]  # the gradient's x
+        k.nodes, k.inputs = p.nodes + k.nodes, [*p.inputs, *rest]
         gone.add(p.root)
     kernels[:] = [k for k in kernels if k.template or k.root not in gone]
     return [i for i in schedule if i not in gone]

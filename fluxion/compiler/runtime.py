@@ -17,7 +17,7 @@ from fluxion.compiler.codegen import c as c_codegen
 from fluxion.compiler.codegen import numpy as np_codegen
 from fluxion.compiler.codegen import templates
 from fluxion.compiler.config import config
-from fluxion.compiler.fusion import Kernel, fuse, fuse_into_softmax
+from fluxion.compiler.fusion import Kernel, fuse, fuse_into_rows
 from fluxion.compiler.graph import Graph, ref_str
 from fluxion.compiler.layout import normalized
 from fluxion.compiler.passes import optimize
@@ -633,7 +633,7 @@ def build_program(graph: Graph, backend: str = "auto", dynamic: bool = False) ->
             refs = None if i in roots else templates.template_for(opt, i)
             if refs is not None:
                 kernels.append(Kernel(f"lib_{i}", [i], refs, template=True))
-        schedule = fuse_into_softmax(opt, kernels, schedule)
+        schedule = fuse_into_rows(opt, kernels, schedule)
         use_c = bool(kernels)
     times["fusion"] = time.perf_counter() - t
     t = time.perf_counter()

@@ -407,25 +407,26 @@ def render_template(graph: Graph, k: Kernel,
     return f"int64_t {k.name}({', '.join(params)}) {{\n  (void)n;\n{body}\n}}\n"
 
 
-def render_softmax_fused(graph: Graph, k: Kernel,
-                         layouts: dict[Any, tuple[int, ...]] | None = None,
-                         sizes: Sizes | None = None) -> str:
-    """A softmax (or log_softmax) along the last axis that took in its elementwise
-    producer (attention's scale and mask): each row's values are computed into the
-    output row and normalised there, never written to memory in between.
+def render_rows_fused(graph: Graph, k: Kernel,
+                      layouts: dict[Any, tuple[int, ...]] | None = None,
+                      sizes: Sizes | None = None) -> str:
+    """A row template (softmax or log_softmax, layer norm's gradient) along the last axis
+    that took in the elementwise producer of its first operand (attention's scale and
+    mask; the gradient times the layer norm's weight): each row's values are computed
+    into the output row and used there, never written to memory in between.
 
     >>> from fluxion.compiler.graph import GNode
     >>> f32 = np.dtype(np.float32)
     >>> g = Graph([((2, 4), f32)], [GNode("mul", (("in", 0), 0.5), {}, (2, 4), f32),
     ...           GNode("softmax", (("n", 0),), {"dim": -1}, (2, 4), f32)], [("n", 1)])
-    >>> c = render_softmax_fused(g, Kernel("k", [0, 1], [("in", 0)], template=True))
+    >>> c = render_rows_fused(g, Kernel("k", [0, 1], [("in", 0)], template=True))
     >>> "o[j] = t0;" in c and "const float* x = o;" in c
     True
     """
     node = graph.nodes[k.root]
     ctype, shape = CTYPE[node.dtype], node.shape
     size = sizes if sizes is not None else Sizes()
-    params, names, rows, loads = ["int64_t n"], {}, [], []
+    params, names, rows, loads, steps = ["int64_t n"], {}, [], [], {}
     for j, r in enumerate(k.inputs):
         ishape, dtype = graph.spec(r)
         params.append(f"const {CTYPE[dtype]}* restrict in{j}")
@@ -436,15 +437,26 @@ def render_softmax_fused(graph: Graph, k: Kernel,
         col = {0: "0", 1: "j"}.get(st[-1]) or f"j * {size(st[-1])}"
         loads.append(f"  const {CTYPE[dtype]} x{j} = p{j}[{col}];")
         names[r] = f"x{j}"
+        steps[r] = (j, st[-1])
     body = []
     for pos, m in enumerate(k.nodes[:-1]):
         body.append(f"  const {VTYPE[graph.nodes[m].dtype]} t{pos} = "
                     f"{_expr(graph, m, names)};")
         names[("n", m)] = f"t{pos}"
     head = [*rows, "#pragma omp simd", f"for (int64_t j = 0; j < {size(shape[-1])}; j++) {{",
-            *loads, *body, f"  o[j] = {names[node.args[0]]};", "}", f"const {ctype}* x = o;"]
+            *loads, *body, f"  o[j] = {names[node.args[0]]};", "}"]
     params.append(f"{ctype}* out0")
-    text = templates.softmax_rows(shape, ctype, size, head, 1, node.op == "log_softmax")
+    if node.op == "layer_norm_backward":  # the gradient from o, x through its own pointer
+        j, step = steps[node.args[1]]
+
+        def x(i: str) -> str:
+            return f"p{j}[({i}) * {size(step)}]" if step != 1 else f"p{j}[{i}]"
+
+        text = templates.layer_norm_backward_rows(shape, ctype, size, head,
+                                                  lambda i: f"o[{i}]", x, node.attrs["eps"])
+    else:
+        text = templates.softmax_rows(shape, ctype, size, [*head, f"const {ctype}* x = o;"],
+                                      1, node.op == "log_softmax")
     params[1:1] = size.param()
     return f"int64_t {k.name}({', '.join(params)}) {{\n  (void)n;\n{text}\n}}\n"
 
@@ -454,8 +466,8 @@ def render_function(graph: Graph, k: Kernel,
                     sizes: Sizes | None = None) -> str:
     """The C function of a kernel, fused or templated."""
     if k.template:
-        fused = len(k.nodes) > 1  # a softmax with its producer
-        return (render_softmax_fused if fused else render_template)(graph, k, layouts, sizes)
+        fused = len(k.nodes) > 1  # a row template with its producer
+        return (render_rows_fused if fused else render_template)(graph, k, layouts, sizes)
     render_fn = render_reduction if is_reduction(graph, k) else render_kernel
     return render_fn(graph, k, layouts, sizes)
 

@@ -485,14 +485,32 @@ def _layer_norm_backward(ins: list[Layout], outs: list[tuple], ctype: str, sz: S
                          nd: int, eps: float) -> str:
     """Per row: the moments of x again, the sums of g and g * y, then
     rs * (g - mean(g) - y * mean(g * y)) (y = (x - mean) * rs)."""
-    rows, n, heads, (g, x) = _rows(ins, sz, ("g", "x"))
+    _, _, heads, (g, x) = _rows(ins, sz, ("g", "x"))
+    return layer_norm_backward_rows(ins[0][0], ctype, sz, [h.format(T=ctype) for h in heads],
+                                    g, x, eps)
+
+
+def layer_norm_backward_rows(shape: tuple[int, ...], ctype: str, sz: Sizes, head: list[str],
+                             g: Callable[[str], str], x: Callable[[str], str],
+                             eps: float) -> str:
+    """The row loop of ``layer_norm_backward`` over the last axis of ``shape``: ``head``
+    points the readers ``g`` and ``x`` at row ``r`` (and may fill the output row ``o``
+    with a fused producer's gradient, which ``g`` then reads back).
+
+    >>> from fluxion.compiler.codegen.c import Sizes
+    >>> c = layer_norm_backward_rows((4, 8), "float", Sizes(), ["const float* x = in1;"],
+    ...                              lambda k: f"o[{k}]", lambda k: f"x[{k}]", 1e-5)
+    >>> "o[j] = rs * (o[j] - mg - y * mgy);" in c
+    True
+    """
+    rows, n = sz(math.prod(shape[:-1])), sz(shape[-1])
+    lines = "\n".join(f"    {h}" for h in head)
     sums = _lane_sums(n, {"lg": g("k"), "lgy": f"{g('k')} * y"},
                       lambda k: [f"const {ctype} y = ({x(k)} - mean) * rs;"])
-    return f"""  {_parallel(sz(math.prod(outs[0])))}
+    return f"""  {_parallel(sz(math.prod(shape)))}
   for (int64_t r = 0; r < {rows}; r++) {{
     {ctype}* restrict o = out0 + r * {n};
-    {heads[0].format(T=ctype)}
-    {heads[1].format(T=ctype)}
+{lines}
 {_row_moments(ctype, n, x, eps)}
 {sums}
     const {ctype} mg = ({ctype})(lg[0] / {n}), mgy = ({ctype})(lgy[0] / {n});
