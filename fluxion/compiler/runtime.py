@@ -73,8 +73,9 @@ class Program:
     # a join's planned memory, taken when its first part is written (this call's)
     _claimed: dict[int, np.ndarray] = field(default_factory=dict)
     _joins: dict[int, list[tuple[int, tuple, tuple]]] = field(default_factory=dict)
-    # views only C kernels and templates read: not made at all, the kernels get the
-    # address of the array they view (the same first element) and index it the view's way
+    # views only C kernels, templates and matrix products read: no step of their own, the
+    # kernels get the address of the array they view (the same first element) and index
+    # it the view's way; a product makes the view in its call
     _elided: dict[tuple, tuple] = field(default_factory=dict)  # view -> the array it views
     _viewing: set[int] = field(default_factory=set)  # matrix products reading such views
 
@@ -506,7 +507,7 @@ def _kernel_only_views(graph: Graph, kernels: list[Kernel], planned: dict, outpu
     strides, planned from the array's layout; so the view is not a step at run time (a
     step of Python each, several microseconds on a cache gone cold from the previous
     kernel); a product makes the view it reads in its own call (``Program._viewing``)."""
-    kernel_reads: dict[tuple, int] = {}  # times each value is read, by kernels
+    kernel_reads: dict[tuple, int] = {}  # times each value is read, by kernels (and products)
     for k in kernels:
         inputs = set(k.inputs)
         for m in k.nodes:
