@@ -396,7 +396,7 @@ def _same_shape_rule(op: Op, arrays: list) -> tuple[Any, Any]:
     """The elementwise shape rule's answer when every array operand has one shape and
     dtype and any Python numbers meet a float array (most ops of a model): nothing to
     broadcast, and NumPy's weak scalars keep the array's dtype. (None, None) otherwise."""
-    if op.shape_rule is not None or op.kind == "ternary":  # where: its condition's dtype
+    if op.shape_rule is not None or op.name == "where":  # not its condition's dtype
         return None, None
     shape = dtype = None
     scalars = False

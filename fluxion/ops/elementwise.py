@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from fluxion import _dtype
-from fluxion.ops.registry import OPS, Op, Spec, apply, defop
+from fluxion.ops.registry import OPS, Op, apply, defop
 from fluxion.tensor import Tensor
 
 Scalar = bool | int | float
@@ -469,17 +469,11 @@ def _(n, g):
 
 
 # --- fused multiply-adds of the optimizers (PyTorch's lerp, addcmul, addcdiv) --------------
-def _fma_rule(specs: list, **_: Any) -> tuple[tuple[int, ...], np.dtype]:
-    """Broadcast shape; the dtype NumPy gives (Python numbers weak)."""
-    shape = np.broadcast_shapes(*(s.shape for s in specs if isinstance(s, Spec)))
-    return shape, np.result_type(*(s.dtype if isinstance(s, Spec) else s for s in specs))
-
-
 def _typed(v: float) -> str:
     return f"((__typeof__(a)){v!r})"  # the operands' type: float32 stays float32
 
 
-@defop("lerp", "ternary", dtype_rule="promote", shape_rule=_fma_rule,
+@defop("lerp", "ternary", dtype_rule="promote",
        c_expr=f"(fabs(c) < {_typed(0.5)} ? a + c * (b - a) : b - (b - a) * ({_typed(1.0)} - c))")
 def lerp(xp, a, b, w):
     """a + w * (b - a), from the nearer end (b - (b - a) * (1 - w) for |w| >= 0.5), as
@@ -499,7 +493,7 @@ def _(n, g):
             _unbroadcast(n, 2, g * (b - a)) if need[2] else None)
 
 
-@defop("addcmul", "ternary", dtype_rule="promote", shape_rule=_fma_rule,
+@defop("addcmul", "ternary", dtype_rule="promote",
        c_expr="a + d * b * c")
 def addcmul(xp, a, b, c, v):
     """a + v * b * c (in that order, as PyTorch: (v * b) * c, then the sum)."""
@@ -515,7 +509,7 @@ def _(n, g):
             _unbroadcast(n, 2, g * v * b) if need[2] else None, None)
 
 
-@defop("addcdiv", "ternary", dtype_rule="promote", shape_rule=_fma_rule,
+@defop("addcdiv", "ternary", dtype_rule="promote",
        c_expr="a + d * b / c")
 def addcdiv(xp, a, b, c, v):
     """a + v * b / c (in that order, as PyTorch: (v * b) / c, then the sum)."""

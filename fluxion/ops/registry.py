@@ -143,7 +143,7 @@ def _elementwise_rule(op: Op, specs: list) -> tuple[tuple[int, ...], np.dtype]:
         return shape, np.dtype(bool)
     # what the NumPy kernel gives: array dtypes promote, Python scalars are weak;
     # where's condition is the bool operand that does not count
-    operands = specs[1:] if op.kind == "ternary" else specs
+    operands = specs[1:] if op.name == "where" else specs
     dts = [s.dtype if isinstance(s, Spec) else s for s in operands if s is not None]
     return shape, np.result_type(*dts)
 
