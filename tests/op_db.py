@@ -764,6 +764,37 @@ def _layer_norm_grad(m: Any, x: Any, nd: int) -> Any:
 entry("layer_norm", "layer_norm", _layer_norm, _layer_norm_samples, dtypes=FLOATS)
 entry("layer_norm_backward", "layer_norm_backward", _layer_norm_grad, _layer_norm_samples,
       dtypes=FLOATS, grad=False)
+def _nll_samples(mk: Maker, dt: str) -> list[Sample]:
+    """Log-probabilities, class targets, class weights, ``ignore_index``, reduction."""
+    def t(*shape: int) -> A:
+        return A(mk.rng.integers(0, 4, shape).astype(np.int64), grad=False)
+
+    w = A(mk((4,), low=0.5, high=2.0), grad=False)
+    out = [S(A(mk((5, 4))), t(5), None, -100, red, name=red) for red in ("mean", "sum", "none")]
+    out += [S(A(mk((5, 4))), t(5), w, -100, "mean", name="weighted"),
+            S(A(mk((5, 4))), t(5), w, 1, "sum", name="weighted_ignore"),
+            S(A(mk((2, 4, 3))), t(2, 3), None, 2, "mean", name="spatial_ignore"),
+            S(A(mk((2, 4, 3))), t(2, 3), w, -100, "none", name="spatial_weighted"),
+            S(A(mk((4,))), A(np.array(2), grad=False), None, -100, "none", name="unbatched"),
+            S(A(mk((4, 5)), view=lambda x: x.T), t(5), None, -100, "mean", name="transposed"),
+            S(A(mk((2, 4))), A(np.array([1, 1]), grad=False), None, 1, "mean",
+              name="all_ignored", gc=False)]  # 0 / 0: nan, as in PyTorch
+    return out
+
+
+def _nll(m: Any, x: Any, t: Any, w: Any, ignore: int, reduction: str) -> Any:
+    return m.nn.functional.nll_loss(x, t, w, ignore_index=ignore, reduction=reduction)
+
+
+def _nll_grad(m: Any, x: Any, t: Any, w: Any, ignore: int, reduction: str) -> Any:
+    """A first derivative of nll_loss (one primitive; higher ones are composed)."""
+    p = x.detach().requires_grad_()
+    return m.autograd.grad((_nll(m, p, t, w, ignore, reduction) * 3).sum(), p)[0]
+
+
+entry("nll_loss", "nll_loss", _nll, _nll_samples, dtypes=FULL, gradgrad=False)  # linear
+entry("nll_loss_backward", "nll_loss_backward", _nll_grad, _nll_samples, dtypes=FULL,
+      grad=False)
 entry("gelu", "gelu", lambda m, x, a: m.nn.functional.gelu(x, approximate=a),
       lambda mk, dt: [S(a, approx, name=f"{n}_{approx}") for n, a in layouts(mk, dt)
                       for approx in ("none", "tanh")]

@@ -36,6 +36,8 @@ needs_cc = pytest.mark.skipif(not HAVE_CC, reason="no working C compiler (CC)")
 def _hermetic_cache(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> str:
     d = str(tmp_path / "kernels")
     monkeypatch.setattr(fluxion.compiler.config, "cache_dir", d)
+    # products keep the orientation the graph gives (no timing decides their layout)
+    monkeypatch.setattr(fluxion.compiler.config, "autotune", False)
     return d
 
 
@@ -180,6 +182,33 @@ def test_c_reads_transposed_and_expanded_views_in_place() -> None:
     # the same program on inputs whose layout it was not written for: still right
     (got,) = prog.run([np.asfortranarray(a), b[::1], np.ascontiguousarray(c)])
     np.testing.assert_allclose(got, a.T * b + c, rtol=1e-6)
+
+
+@needs_cc
+@pytest.mark.parametrize("dynamic", [False, True])
+@pytest.mark.parametrize("shape", [(45, 70), (3, 33, 64), (32, 32)])
+def test_c_reads_a_transposed_input_in_tiles(shape: tuple, dynamic: bool) -> None:
+    """An input read across its rows is copied a tile at a time into a local array along
+    its own rows (``c._tiled``): every element lands where NumPy puts it, edge tiles and
+    a batch dim included, at fixed and at run-time sizes."""
+    nd = len(shape)
+    swap = (*range(nd - 2), nd - 1, nd - 2)
+    src = (*shape[:-2], shape[-1], shape[-2])
+    g = Graph([(src, F32), (shape[-1:], F32), (shape, F64)],
+              [node("permute", X, sh=shape, dims=swap),
+               node("add", n(0), Y, sh=shape),
+               node("relu", n(1), sh=shape),
+               node("permute", Z, sh=src, dims=swap, dt=F64),
+               node("mul", n(3), 2.0, sh=src, dt=F64)], [n(2), n(4)])
+    prog = runtime.build_program(g, "c", dynamic=dynamic)
+    assert prog.source.count("tile0[32][32]") == 2
+    assert "float tile0" in prog.source and "double tile0" in prog.source
+    rng = np.random.default_rng(0)
+    a, b = rng.standard_normal(src).astype(np.float32), rng.standard_normal(shape[-1:])
+    c = rng.standard_normal(shape)
+    got, got2 = prog.run([a, b.astype(np.float32), c])
+    np.testing.assert_array_equal(got, np.maximum(a.transpose(swap) + b.astype(np.float32), 0))
+    np.testing.assert_array_equal(got2, c.transpose(swap) * 2.0)
 
 
 def test_c_comparison_produces_bool() -> None:

@@ -107,6 +107,19 @@ def test_mlp_sgd_momentum_steps() -> None:
     assert step.stats.breaks == []  # the whole step is one graph
 
 
+def test_mlp_steps_with_every_product_turned_around(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each product computed as (bᵀ aᵀ)ᵀ (``orient_products``, whatever the timing would
+    say): its readers, the bias and activation kernels, read it transposed."""
+    from fluxion.compiler import autotune
+
+    monkeypatch.setattr(autotune, "product_flipped", lambda a, b, dtype: True)
+    step, mc, me = run_both(make_mlp, batches((8, 10), 4))
+    assert_same_params(mc, me)
+    graph = step.last_programs[0].graph
+    flipped = [n for n in graph.nodes if n.op == "matmul" and n.shape == (32, 8)]
+    assert len(flipped) >= 2, graph
+
+
 def test_mlp_batch_size_change_recompiles() -> None:
     data = batches((8, 10), 4, 3) + batches((5, 10), 4, 2)
     step, mc, me = run_both(make_mlp, data)

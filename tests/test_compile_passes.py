@@ -15,7 +15,7 @@ import pytest
 from op_db import FLOATS, MIXED, OP_DB, OpEntry, Sample, build
 
 import fluxion
-from fluxion.compiler import runtime
+from fluxion.compiler import cache, runtime
 from fluxion.compiler.graph import GNode, Graph
 from fluxion.compiler.passes import (
     PASSES,
@@ -24,6 +24,7 @@ from fluxion.compiler.passes import (
     fold_constants,
     fold_slices,
     optimize,
+    orient_products,
     simplify,
     transpose_products,
 )
@@ -35,11 +36,14 @@ F32 = np.dtype(np.float32)
 F64 = np.dtype(np.float64)
 I64 = np.dtype(np.int64)
 BOOL = np.dtype(bool)
+HAVE_CC = cache.toolchain(fluxion.compiler.config.cc) is not None
 
 
 @pytest.fixture(autouse=True)
 def _hermetic_cache(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(fluxion.compiler.config, "cache_dir", str(tmp_path / "kernels"))
+    # products keep the orientation the graph gives (no timing decides their layout)
+    monkeypatch.setattr(fluxion.compiler.config, "autotune", False)
 
 
 # --- helpers ----------------------------------------------------------------------------
@@ -167,6 +171,99 @@ def test_transpose_of_product_left_alone_when_the_product_is_read_elsewhere() ->
     assert ops(transpose_products(g)) == ["matmul", "permute"]
 
 
+# --- product orientation ---------------------------------------------------------------
+def _linear_graph(out_is_product: bool = False) -> Graph:
+    """``relu(x @ Wᵀ + b)``: a linear layer's forward."""
+    return graph([node("permute", Y, sh=(3, 4), dims=(1, 0)),
+                  node("matmul", X, n(0), sh=(2, 4)),
+                  node("add", n(1), ("in", 2), sh=(2, 4)),
+                  node("relu", n(2), sh=(2, 4))], [n(1) if out_is_product else n(3)],
+                 inputs=[((2, 3), F32), ((4, 3), F32), ((4,), F32)])
+
+
+def _linear_inputs() -> list[np.ndarray]:
+    rng = np.random.default_rng(2)
+    return [rng.standard_normal(s).astype(np.float32) for s in ((2, 3), (4, 3), (4,))]
+
+
+def test_orient_turns_a_product_around_when_the_chooser_says_so() -> None:
+    asked = []
+
+    def always(a: tuple, b: tuple, dtype: np.dtype) -> bool:
+        asked.append((a, b, dtype))
+        return True
+
+    g = _linear_graph()
+    out = preserves(lambda gr: dce(orient_products(gr, always)), g, _linear_inputs())
+    # (W @ xᵀ)ᵀ: W is read as it is (its transpose cancelled), x through a transposed view
+    assert ops(out) == ["permute", "matmul", "permute", "add", "relu"]
+    assert out.nodes[1].args == (Y, n(0)) and out.nodes[1].shape == (4, 2)
+    assert out.nodes[0].args == (X,) and out.nodes[2].shape == (2, 4)
+    # the chooser sees each operand's shape and the element strides it has at run time
+    assert asked == [(((2, 3), (3, 1)), ((3, 4), (1, 3)), F32)]
+    inputs = _linear_inputs()
+    assert_same(runtime.build_program(out, backend="c" if HAVE_CC else "numpy").run(inputs),
+                interpret(g, inputs))
+
+
+def test_orient_leaves_outputs_transposed_reads_and_unchosen_products() -> None:
+    def never_asked(a: tuple, b: tuple, dtype: np.dtype) -> bool:
+        raise AssertionError("not a candidate")
+
+    g = _linear_graph(out_is_product=True)  # the product is a graph output: its layout stays
+    assert orient_products(g, never_asked) is g
+    read_transposed = graph([node("matmul", X, Y, sh=(2, 2)),
+                             node("permute", n(0), sh=(2, 2), dims=(1, 0)),
+                             node("exp", n(1), sh=(2, 2))], [n(2)],
+                            inputs=[((2, 3), F32), ((3, 2), F32)])
+    assert orient_products(read_transposed, never_asked) is read_transposed
+    g = _linear_graph()
+    assert orient_products(g, lambda a, b, d: False) is g
+
+
+def test_orient_is_off_without_autotuning(monkeypatch: pytest.MonkeyPatch) -> None:
+    from fluxion.compiler import autotune
+
+    monkeypatch.setattr(fluxion.compiler.config, "autotune", False)
+    monkeypatch.setattr(autotune, "product_flipped", lambda *a: 1 / 0)
+    g = _linear_graph()
+    assert orient_products(g) is g
+
+
+def test_autotune_measures_once_and_remembers_on_disk(monkeypatch: pytest.MonkeyPatch
+                                                     ) -> None:
+    from fluxion.compiler import autotune
+
+    measured = []
+
+    def measure(a: tuple, b: tuple, dtype: np.dtype) -> bool:
+        measured.append(a)
+        return True
+
+    monkeypatch.setattr(autotune, "_measure", measure)
+    monkeypatch.setattr(autotune, "_known", {})
+    a, b = ((256, 128), (128, 1)), ((128, 512), (1, 128))
+    assert autotune.product_flipped(a, b, F32) is True
+    assert autotune.product_flipped(a, b, F32) is True  # this process: remembered
+    monkeypatch.setattr(autotune, "_known", {})  # another process: read from the cache dir
+    assert autotune.product_flipped(a, b, F32) is True
+    assert measured == [a]
+    assert autotune.product_flipped(a, b, F64) is True and len(measured) == 2  # own key
+    # too small to be worth a measurement
+    assert autotune.product_flipped(((8, 8), (8, 1)), ((8, 8), (8, 1)), F32) is False
+    assert len(measured) == 2
+
+
+def test_autotune_measurement_times_both_orientations() -> None:
+    """The real measurement on operands laid out as given: a bool, either way round."""
+    from fluxion.compiler import autotune
+
+    got = autotune._measure(((128, 160), (1, 128)), ((160, 128), (128, 1)), F32)
+    assert got in (True, False)
+    x = autotune._operand((128, 160), (1, 128), F32, np.random.default_rng(0))
+    assert x.shape == (128, 160) and x.strides == (4, 512)
+
+
 # --- the IR -----------------------------------------------------------------------------
 def test_graph_prints_and_keys() -> None:
     g = graph([node("exp", X), node("add", n(0), Y), node("max_dim", n(1), sh=(2,),
@@ -193,13 +290,13 @@ def test_graph_prints_and_keys() -> None:
 
 def test_passes_run_in_order() -> None:
     assert [name for name, _ in PASSES] == ["transpose_products", "simplify", "fold_slices",
-                                            "fold_constants", "cse", "dce"]
+                                            "fold_constants", "orient_products", "cse", "dce"]
     g = graph([node("mul", X, 1), node("exp", n(0)), node("exp", X), node("add", n(1), n(2)),
                node("neg", Y)], [n(3)])
     trace: list = []
     out = optimize(g, trace)
     assert [name for name, _ in trace] == ["transpose_products", "simplify", "fold_slices",
-                                           "fold_constants", "cse", "dce"]
+                                           "fold_constants", "orient_products", "cse", "dce"]
     assert ops(out) == ["exp", "add"]
     assert out.nodes[1].args == (n(0), n(0))
     assert_same(interpret(out, [XV, YV]), interpret(g, [XV, YV]))

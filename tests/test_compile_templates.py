@@ -24,6 +24,8 @@ pytestmark = pytest.mark.skipif(not HAVE_CC, reason="no working C compiler (CC)"
 @pytest.fixture(autouse=True)
 def _hermetic_cache(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(fluxion.compiler.config, "cache_dir", str(tmp_path / "kernels"))
+    # products keep the orientation the graph gives (no timing decides their layout)
+    monkeypatch.setattr(fluxion.compiler.config, "autotune", False)
 
 
 def _templated_ops(cf: fluxion.compiler.CompiledFunction) -> set[str]:

@@ -6,6 +6,8 @@
 - ``recompile_limit``: distinct graphs per compiled function before a warning (8).
 - ``verify``: run eager beside compiled and name the first value that differs
   (``FLUXION_VERIFY=1``).
+- ``autotune``: time the alternatives of a library call once per shape and keep the
+  faster (``autotune.py``; ``FLUXION_AUTOTUNE=0`` turns it off).
 - ``print_source``: print generated source as it is made (``FLUXION_PRINT_SOURCE=1``).
 """
 
@@ -31,6 +33,7 @@ class Config:
     verify: bool = field(default_factory=lambda: os.environ.get("FLUXION_VERIFY") == "1")
     verify_rtol: float = 1e-4
     verify_atol: float = 1e-5
+    autotune: bool = field(default_factory=lambda: os.environ.get("FLUXION_AUTOTUNE") != "0")
     print_source: bool = field(
         default_factory=lambda: os.environ.get("FLUXION_PRINT_SOURCE") == "1")
 

@@ -880,16 +880,34 @@ def nll_loss(input: Tensor, target: Tensor, weight: Tensor | None = None,
         raise ValueError(f"Expected input batch_size ({input.shape[0]}) to match target "
                          f"batch_size ({target.shape[0]}); input {list(input.shape)}, target "
                          f"{list(target.shape)}")
+    if reduction not in ("mean", "sum", "none"):
+        raise ValueError(f"{reduction} is not a valid value for reduction")
     c = input.shape[1]
+    if weight is not None and tuple(weight.shape) != (c,):
+        raise RuntimeError(f"nll_loss: weight tensor should be defined either for all {c} "
+                           f"classes or no classes but got weight tensor of shape: "
+                           f"{list(weight.shape)}")
+    t = target._data
+    if F.has_data(t) and t.size:  # eager: the indices are known now
+        t = t[t != ignore_index]
+        if t.size and (t.min() < 0 or t.max() >= c):
+            raise IndexError(f"nll_loss: Target {int(t.max() if t.max() >= c else t.min())} "
+                             f"is out of bounds for {c} classes")
+    if weight is not None and weight.requires_grad:  # composed, so the weight gets one too
+        return _nll_composed(input, target, weight, ignore_index, reduction, unbatched)
+    loss = apply(OPS["nll_loss"], input, target, weight, ignore_index=ignore_index,
+                 reduction=reduction)
+    return loss.squeeze(0) if unbatched and reduction == "none" else loss
+
+
+def _nll_composed(input: Tensor, target: Tensor, weight: Tensor, ignore_index: int,
+                  reduction: str, unbatched: bool) -> Tensor:
+    """``nll_loss`` of differentiable ops: the reference the primitive is tested against,
+    and the way when the class weights need a gradient (PyTorch has none for them)."""
     valid = target != ignore_index
     safe = F.where(valid, target, 0)
-    t = safe._data
-    if F.has_data(t) and t.size and (t.min() < 0 or t.max() >= c):
-        raise IndexError(f"nll_loss: Target {int(t.max() if t.max() >= c else t.min())} is out "
-                         f"of bounds for {c} classes")
     picked = -input.gather(1, safe.unsqueeze(1)).squeeze(1)
-    w = weight[safe] if weight is not None else Tensor._make(np.ones(t.shape, input._data.dtype))
-    w = F.where(valid, w, 0)
+    w = F.where(valid, weight[safe], 0)
     # ignored entries are selected away (not multiplied by 0), so they get an exact zero
     # gradient even when a mean over no valid entries is nan, as in PyTorch
     loss = F.where(valid, picked, 0) * w

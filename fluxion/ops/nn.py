@@ -112,6 +112,73 @@ for _op in (layer_norm, layer_norm_backward):
     _op.shape_rule = lambda specs, **_: (specs[0].shape, specs[0].dtype)
 
 
+def _class_weights(xp, logp, target, weight, ignore_index):
+    """Each target's class weight (1 without ``weight``), 0 where it is ignored, and the
+    targets with the ignored ones made a valid index (0)."""
+    valid = target != ignore_index
+    safe = xp.where(valid, target, 0)
+    w = valid.astype(logp.dtype) if weight is None else \
+        xp.where(valid, weight[safe], 0).astype(logp.dtype, copy=False)
+    return w, safe, valid
+
+
+@defop("nll_loss", "nn")
+def nll_loss(xp, logp, target, weight, ignore_index, reduction):
+    """-w[t] * logp[n, t] per target ``t`` along dim 1 of ``logp`` (0 where ``t`` is
+    ``ignore_index``), then reduced: mean (divided by the targets' total weight), sum or
+    none."""
+    w, safe, valid = _class_weights(xp, logp, target, weight, ignore_index)
+    picked = xp.take_along_axis(logp, xp.expand_dims(safe, 1), axis=1).squeeze(1)
+    # ignored entries are selected away, never multiplied by 0 (a -inf there is no nan)
+    loss = xp.where(valid, -picked, 0) * w
+    if reduction == "mean":
+        return loss.sum() / w.sum()
+    return loss.sum() if reduction == "sum" else loss
+
+
+@nll_loss.defgrad
+def _(n, g):
+    logp, target, weight = n.inputs
+    attrs = n.attrs
+    if not grad_mode.enabled:  # a first derivative: one op
+        return (apply(OPS["nll_loss_backward"], g, logp, target, weight, **attrs), None, None)
+    # the same formula in differentiable ops (linear in g), for higher derivatives
+    from fluxion import functional as F
+    from fluxion.creation import zeros_like
+
+    valid = target != attrs["ignore_index"]
+    safe = F.where(valid, target, 0)
+    w = valid.to(logp.dtype) if weight is None else F.where(valid, weight[safe], 0)
+    scale = g / w.sum() if attrs["reduction"] == "mean" else g
+    vals = F.where(valid, -(w * scale), 0)
+    base = zeros_like(logp)
+    return (base.scatter_add(1, safe.unsqueeze(1), vals.unsqueeze(1)), None, None)
+
+
+@defop("nll_loss_backward", "nn", save_inputs=False, differentiable=False)
+def nll_loss_backward(xp, g, logp, target, weight, ignore_index, reduction):
+    """The gradient of ``nll_loss`` for its result's gradient ``g``: zero but at each
+    target's place, -w[t] * g (divided by the total weight for a mean)."""
+    w, safe, valid = _class_weights(xp, logp, target, weight, ignore_index)
+    if reduction == "mean":
+        g = g / w.sum()
+    vals = xp.expand_dims(xp.where(valid, -(w * g), 0).astype(logp.dtype, copy=False), 1)
+    if not hasattr(xp, "put_along_axis"):  # an array library without it: by comparison
+        classes = xp.arange(logp.shape[1]).reshape((-1,) + (1,) * (logp.ndim - 2))
+        return xp.where(xp.expand_dims(safe, 1) == classes, vals, 0).astype(logp.dtype)
+    out = xp.zeros(logp.shape, logp.dtype)
+    xp.put_along_axis(out, xp.expand_dims(safe, 1), vals, axis=1)
+    return out
+
+
+@nll_loss.defshape
+def _(specs, ignore_index, reduction):
+    return (specs[1].shape if reduction == "none" else ()), specs[0].dtype
+
+
+nll_loss_backward.shape_rule = lambda specs, **_: (specs[1].shape, specs[1].dtype)
+
+
 _K = math.sqrt(2 / math.pi)
 
 

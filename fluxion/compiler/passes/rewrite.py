@@ -24,6 +24,24 @@ def map_refs(v: Any, fn: Any) -> Any:
     return v
 
 
+def renumbering(index: dict[int, int]) -> Any:
+    """A function giving an argument or attribute with every node reference renumbered
+    by ``index`` (old node -> new), for passes that build a graph node by node.
+
+    >>> renumbering({0: 2})((("n", 0), ("aux", 0, 1), ("in", 0), 3))
+    (('n', 2), ('aux', 2, 1), ('in', 0), 3)
+    """
+
+    def ren(r: tuple) -> tuple:
+        if r[0] == "n":
+            return ("n", index[r[1]])
+        if r[0] == "aux":
+            return ("aux", index[r[1]], r[2])
+        return r
+
+    return lambda v: map_refs(v, ren)
+
+
 def node_refs(node: GNode) -> list[tuple]:
     """Every value a node reads (arguments and references inside attributes)."""
     found: list[tuple] = []

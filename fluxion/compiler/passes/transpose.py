@@ -9,8 +9,8 @@ which folds the operands' new permutes into any they already had."""
 
 from __future__ import annotations
 
-from fluxion.compiler.graph import GNode, Graph, Ref
-from fluxion.compiler.passes.rewrite import is_ref, map_refs
+from fluxion.compiler.graph import GNode, Graph
+from fluxion.compiler.passes.rewrite import is_ref, renumbering
 
 
 def _swap(ndim: int) -> tuple[int, ...]:
@@ -32,17 +32,7 @@ def transpose_products(graph: Graph) -> Graph:
     outputs = {r for r in graph.outputs if is_ref(r)}
     new: list[GNode] = []
     index: dict[int, int] = {}
-
-    def ren(r: Ref) -> Ref:
-        if r[0] == "n":
-            return ("n", index[r[1]])
-        if r[0] == "aux":
-            return ("aux", index[r[1]], r[2])
-        return r
-
-    def renum(v: object) -> object:
-        return map_refs(v, ren)
-
+    renum = renumbering(index)
     for i, n in enumerate(graph.nodes):
         src = n.args[0] if n.args else None
         if n.op == "permute" and is_ref(src) and src[0] == "n" and len(n.shape) >= 2 \
@@ -55,7 +45,7 @@ def transpose_products(graph: Graph) -> Graph:
                 for x in (b, a):
                     shape, dtype = graph.spec(x)
                     t_shape = (*shape[:-2], shape[-1], shape[-2])
-                    new.append(GNode("permute", (ren(x),), {"dims": _swap(len(shape))},
+                    new.append(GNode("permute", (renum(x),), {"dims": _swap(len(shape))},
                                      t_shape, dtype))
                     operands.append(("n", len(new) - 1))
                 index[i] = len(new)
