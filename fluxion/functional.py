@@ -15,7 +15,7 @@ import numpy as np
 
 from fluxion import _dtype
 from fluxion.creation import tensor as _new_tensor
-from fluxion.ops import OPS, apply
+from fluxion.ops import OPS, apply, registry
 from fluxion.ops.elementwise import call_binary, call_unary
 from fluxion.ops.registry import label
 from fluxion.tensor import Tensor
@@ -39,6 +39,9 @@ def add(input: TensorOrNumber, other: TensorOrNumber, *, alpha: Number = 1) -> T
     tensor([2.5000, 3.5000])
     """
     if alpha != 1:
+        scaled = scaled_sum("add", input, other, alpha)
+        if scaled is not None:
+            return scaled
         other = call_binary("mul", other, alpha)
     return call_binary("add", input, other)
 
@@ -52,8 +55,29 @@ def sub(input: TensorOrNumber, other: TensorOrNumber, *, alpha: Number = 1) -> T
     """
     _check_bool_sub(input, other)
     if alpha != 1:
+        scaled = scaled_sum("sub", input, other, alpha)
+        if scaled is not None:
+            return scaled
         other = call_binary("mul", other, alpha)
     return call_binary("sub", input, other)
+
+
+def scaled_sum(name: str, input: Any, other: Any, alpha: Any) -> Tensor | None:
+    """``input ± alpha * other`` as one ``addcmul`` node while a compiled call records
+    (an optimizer's ``param.add_(buf, alpha=-lr)``): one op to capture instead of two,
+    rounded the same way (``alpha * other``, then the sum). None where the two ops run
+    anyway (eager: two NumPy passes either way) or PyTorch's integer and mixed-dtype rules
+    apply."""
+    if not registry.recording or registry.capture.segment is None \
+            or type(alpha) not in (int, float) \
+            or not (isinstance(input, Tensor) and isinstance(other, Tensor)):
+        return None
+    dt = input.dtype
+    if not dt.is_floating_point or other.dtype is not dt \
+            or input._data.shape != other._data.shape:
+        return None  # (broadcasting: the two ops, which name the shapes they cannot take)
+    out = apply(OPS["addcmul"], input, other, alpha, 1 if name == "add" else -1)
+    return label(out, "AddBackward0" if name == "add" else "SubBackward0")
 
 
 def _check_bool_sub(a: Any, b: Any) -> None:

@@ -481,7 +481,7 @@ def test_explain_names_the_extra_outputs() -> None:
         return w.sum()
 
     report = fluxion.explain(step, *(fluxion.randn(3, 4) for _ in range(3)))
-    assert "fused_0: mul -> add -> mul -> add (also stores %1)" in report.kernels[0]
+    assert "fused_0: mul -> add -> addcmul (also stores %1)" in report.kernels[0]
 
 
 @pytest.mark.parametrize("dt", [F32, F64])

@@ -107,6 +107,26 @@ def test_mlp_sgd_momentum_steps() -> None:
     assert step.stats.breaks == []  # the whole step is one graph
 
 
+def test_add_with_alpha_records_one_node() -> None:
+    """``a.add_(b, alpha=s)`` (SGD's update) is one ``addcmul`` node while recording, equal
+    to eager's two ops bit for bit; a broadcast operand keeps the two ops and their errors."""
+    a, b = tensor(RNG.standard_normal((3, 4)).astype(np.float32)), \
+        tensor(RNG.standard_normal((3, 4)).astype(np.float32))
+
+    def f(x: Any, y: Any) -> Any:
+        return x.add(y, alpha=0.3), fluxion.sub(x, y, alpha=-2.5), x.clone().add_(y, alpha=0.1)
+
+    cf = fluxion.compile(f)
+    for got, want in zip(cf(a, b), f(a, b)):
+        np.testing.assert_array_equal(got.numpy(), want.numpy())
+    assert [n.op for n in cf.last_programs[0].captured.nodes].count("addcmul") == 3
+    assert [n.op for n in cf.last_programs[0].captured.nodes].count("mul") == 0
+    g = fluxion.compile(lambda x, y: x.sub(y, alpha=0.5))(a.requires_grad_(), b)
+    assert g.grad_fn.name() == "SubBackward0"
+    with pytest.raises(RuntimeError, match="add"):
+        fluxion.compile(lambda x, y: x.add(y, alpha=2.0))(a.detach(), tensor(np.ones((5, 4))))
+
+
 def test_mlp_steps_with_every_product_turned_around(monkeypatch: pytest.MonkeyPatch) -> None:
     """Each product computed as (bᵀ aᵀ)ᵀ (``orient_products``, whatever the timing would
     say): its readers, the bias and activation kernels, read it transposed."""

@@ -217,6 +217,15 @@ def test_orient_leaves_outputs_transposed_reads_and_unchosen_products() -> None:
                              node("exp", n(1), sh=(2, 2))], [n(2)],
                             inputs=[((2, 3), F32), ((3, 2), F32)])
     assert orient_products(read_transposed, never_asked) is read_transposed
+    # read by an elementwise op that a sum reads (one fused sum: it would stride), or
+    # straight by another product
+    g = graph([node("matmul", X, Y, sh=(2, 2)), node("exp", n(0), sh=(2, 2)),
+               node("sum", n(1), sh=(), dims=None, keepdim=False)], [n(2)],
+              inputs=[((2, 3), F32), ((3, 2), F32)])
+    assert orient_products(g, never_asked) is g
+    g = graph([node("matmul", X, Y, sh=(2, 2)), node("matmul", n(0), X, sh=(2, 3))], [n(1)],
+              inputs=[((2, 3), F32), ((3, 2), F32)])
+    assert orient_products(g, never_asked) is g
     g = _linear_graph()
     assert orient_products(g, lambda a, b, d: False) is g
 

@@ -1,11 +1,13 @@
 """Product orientation: ``a @ b`` becomes ``(bᵀ @ aᵀ)ᵀ`` where that is measured faster.
 
 The same numbers come out of BLAS either way (a transposed operand is a flag, not a copy),
-only in transposed memory; the readers (a fused bias and activation, another product)
-read them through the transposed view. Whether it pays depends on the shape, the
+only in transposed memory; the readers (a fused bias and activation) read them through
+the transposed view. Whether it pays depends on the shape, the
 operands' layouts and the BLAS, so ``autotune.product_flipped`` times both once per shape
-(``config.autotune`` off: never flipped). Graph outputs keep their own layout, and a
-product already read through a transpose is left to ``transpose_products``."""
+(``config.autotune`` off: never flipped). Only products that elementwise kernels alone
+read are candidates: graph outputs keep their own layout, a product already read through
+a transpose is ``transpose_products``' business, and a fused sum would read it with a
+stride."""
 
 from __future__ import annotations
 
@@ -17,6 +19,9 @@ from fluxion.compiler import autotune, layout
 from fluxion.compiler.config import config
 from fluxion.compiler.graph import GNode, Graph, Ref
 from fluxion.compiler.passes.rewrite import is_ref, renumbering
+from fluxion.ops import OPS
+
+_ELEMENTWISE = ("unary", "binary", "ternary")
 
 Chooser = Callable[[tuple, tuple, np.dtype], bool]
 
@@ -43,12 +48,19 @@ def orient_products(graph: Graph, flipped: Chooser | None = None) -> Graph:
     def strides(r: Ref) -> tuple[int, ...]:
         return planned.get(r) or layout.c_strides(graph.spec(r)[0])
 
+    def elementwise_only(i: int) -> bool:
+        """Read only by elementwise kernels that write their own arrays (the tiled,
+        transposed read of ``codegen.c``), never inside a fused sum (which would walk the
+        transposed product with a stride) nor by another product."""
+        return all(OPS[graph.nodes[u].op].kind in _ELEMENTWISE
+                   and not any(graph.nodes[w].op == "sum" for w in users[u])
+                   for u in users[i])
+
     flip = set()
     for i, n in enumerate(graph.nodes):
         if n.op == "matmul" and ("n", i) not in outputs and n.dtype.kind == "f" \
                 and len(n.shape) == 2 and all(is_ref(x) and len(graph.spec(x)[0]) == 2
-                                              for x in n.args) \
-                and not any(graph.nodes[u].op == "permute" for u in users[i]):
+                                              for x in n.args) and elementwise_only(i):
             a, b = n.args
             if flipped((graph.spec(a)[0], strides(a)), (graph.spec(b)[0], strides(b)),
                        n.dtype):
