@@ -160,7 +160,7 @@ def _inplace_binary(name: str, method: str) -> Any:
 
     def fn(self: Tensor, other: Any, *, alpha: Any = 1) -> Tensor:
         if alpha != 1:
-            scaled = F.scaled_sum(name, self, other, alpha) if name in ("add", "sub") else None
+            scaled = F._scaled_sum(name, self, other, alpha) if name in ("add", "sub") else None
             if scaled is not None:
                 return commit_inplace(self, scaled, method)
             other = call_binary("mul", other, alpha)

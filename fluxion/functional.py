@@ -39,7 +39,7 @@ def add(input: TensorOrNumber, other: TensorOrNumber, *, alpha: Number = 1) -> T
     tensor([2.5000, 3.5000])
     """
     if alpha != 1:
-        scaled = scaled_sum("add", input, other, alpha)
+        scaled = _scaled_sum("add", input, other, alpha)
         if scaled is not None:
             return scaled
         other = call_binary("mul", other, alpha)
@@ -55,14 +55,14 @@ def sub(input: TensorOrNumber, other: TensorOrNumber, *, alpha: Number = 1) -> T
     """
     _check_bool_sub(input, other)
     if alpha != 1:
-        scaled = scaled_sum("sub", input, other, alpha)
+        scaled = _scaled_sum("sub", input, other, alpha)
         if scaled is not None:
             return scaled
         other = call_binary("mul", other, alpha)
     return call_binary("sub", input, other)
 
 
-def scaled_sum(name: str, input: Any, other: Any, alpha: Any) -> Tensor | None:
+def _scaled_sum(name: str, input: Any, other: Any, alpha: Any) -> Tensor | None:
     """``input ± alpha * other`` as one ``addcmul`` node while a compiled call records
     (an optimizer's ``param.add_(buf, alpha=-lr)``): one op to capture instead of two,
     rounded the same way (``alpha * other``, then the sum). None where the two ops run
