@@ -41,6 +41,7 @@ class CompileStats:
     cache_hits: int = 0
     breaks: list[Break] = field(default_factory=list)
     recompiles: list[Recompile] = field(default_factory=list)
+    backward_replays: int = 0  # backward passes appended from last call's recording
 
 
 def dynamic_ok(dynamic: bool | None) -> bool:
@@ -137,6 +138,8 @@ class CompiledFunction:
         self._last_graph: dict[int, tuple] = {}
         self._slot = 0
         self._memo: dict[int, tuple[list, list]] = {}  # slot -> last recording there
+        # (slot, position, retain_graph) -> the backward recorded there (backward_memo)
+        self._backward_memo: dict[tuple, Any] = {}
         self.stats = CompileStats()
         self.timings: dict[str, float] = {"run_s": 0.0}
         self.last_programs: list[Program] = []

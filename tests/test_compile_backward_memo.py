@@ -1,0 +1,203 @@
+"""Backward passes replayed from the last call's recording (``compiler.backward_memo``):
+replayed in a steady training loop, equal to eager there, and not replayed whenever
+something the backward rules read has changed (requires_grad, saved Python numbers, hooks,
+retain_grad, accumulated gradients, saved values written in place, freed graphs)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import pytest
+
+import fluxion
+from fluxion import nn
+
+
+@pytest.fixture(autouse=True)
+def _hermetic_cache(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(fluxion.compiler.config, "cache_dir", str(tmp_path / "kernels"))
+
+
+def _close(a: fluxion.Tensor | None, b: fluxion.Tensor | None) -> None:
+    assert (a is None) == (b is None)
+    if a is not None and b is not None:
+        np.testing.assert_allclose(a.detach().numpy(), b.detach().numpy(), rtol=1e-5, atol=1e-6)
+
+
+def _mlp(seed: int) -> nn.Module:
+    fluxion.manual_seed(seed)
+    return nn.Sequential(nn.Linear(6, 8), nn.Tanh(), nn.Linear(8, 3))
+
+
+def _step(model: nn.Module, opt: Any) -> Callable[[Any, Any], Any]:
+    def step(x: Any, y: Any) -> Any:
+        opt.zero_grad()
+        loss = nn.functional.cross_entropy(model(x), y)
+        loss.backward()
+        opt.step()
+        return loss
+    return step
+
+
+def test_training_loop_replays_and_equals_eager() -> None:
+    rng = np.random.default_rng(0)
+    eager, comp = _mlp(1), _mlp(1)
+    e_step = _step(eager, fluxion.optim.SGD(eager.parameters(), lr=0.1, momentum=0.9))
+    c_step = fluxion.compile(_step(comp, fluxion.optim.SGD(comp.parameters(), lr=0.1,
+                                                           momentum=0.9)))
+    for _ in range(5):
+        x = fluxion.from_numpy(rng.standard_normal((4, 6)).astype(np.float32))
+        y = fluxion.from_numpy(rng.integers(0, 3, 4))
+        _close(c_step(x, y), e_step(x, y))
+        for pc, pe in zip(comp.parameters(), eager.parameters()):
+            _close(pc, pe)
+            _close(pc.grad, pe.grad)
+    # the first call records, the next four replay (the first SGD step creates the
+    # momentum buffers, so the second call's optimizer graph differs, not its backward)
+    assert c_step.stats.backward_replays == 4
+
+
+def _loss_of(x: fluxion.Tensor, w: fluxion.Tensor, s: float) -> fluxion.Tensor:
+    return ((x * w).tanh() * s).sum()
+
+
+def test_requires_grad_flip_is_not_replayed() -> None:
+    x = fluxion.ones(3, requires_grad=True)
+    w = fluxion.full((3,), 0.5, requires_grad=True)
+
+    @fluxion.compile
+    def f() -> None:
+        x.grad = w.grad = None
+        _loss_of(x, w, 2.0).backward()
+
+    f()
+    f()
+    assert f.stats.backward_replays == 1
+    w.requires_grad_(False)
+    f()
+    assert w.grad is None and x.grad is not None
+    xe = fluxion.ones(3, requires_grad=True)
+    _loss_of(xe, fluxion.full((3,), 0.5), 2.0).backward()
+    _close(x.grad, xe.grad)
+    assert f.stats.backward_replays == 1
+
+
+def test_saved_python_number_change_is_not_replayed() -> None:
+    """A Python float the forward saved (``x * s``) is compiled as an input, so the
+    forward graph is the same for every ``s``; the backward must still use the new one."""
+    x = fluxion.ones(3, requires_grad=True)
+
+    @fluxion.compile
+    def f(s: float) -> None:
+        x.grad = None
+        (x * s).sum().backward()
+
+    for s in (2.0, 3.0, 3.0, 5.0):
+        f(s)
+        np.testing.assert_array_equal(x.grad.numpy(), np.full(3, s, np.float32))
+    assert f.stats.backward_replays == 1  # 3.0 twice in a row
+
+
+def test_hooks_and_retain_grad_run_when_added_later() -> None:
+    x = fluxion.ones(3, requires_grad=True)
+    w = fluxion.full((3,), 0.5, requires_grad=True)
+    calls = []
+    keep: dict[str, Any] = {}
+
+    @fluxion.compile
+    def f(retain: bool) -> None:
+        x.grad = w.grad = None
+        h = x * w
+        if retain:
+            h.retain_grad()
+        keep["h"] = h
+        (h.tanh() * 2.0).sum().backward()
+
+    f(False)
+    f(False)
+    assert f.stats.backward_replays == 1
+    x.register_hook(lambda g: calls.append(1) or g * 10)
+    f(False)
+    assert calls == [1]
+    xe = fluxion.ones(3, requires_grad=True)
+    we = fluxion.full((3,), 0.5, requires_grad=True)
+    he = xe * we
+    he.retain_grad()
+    xe.register_hook(lambda g: g * 10)
+    (he.tanh() * 2.0).sum().backward()
+    _close(x.grad, xe.grad)
+    f(True)
+    assert calls == [1, 1]
+    _close(keep["h"].grad, he.grad)
+    assert f.stats.backward_replays == 1
+
+
+def test_accumulating_gradients_equal_eager() -> None:
+    """No zero_grad: each call adds to the gradients the last one left."""
+    xs = [fluxion.ones(3, requires_grad=True) for _ in range(2)]
+
+    def f(x: fluxion.Tensor) -> None:
+        _loss_of(x, fluxion.full((3,), 0.5), 2.0).backward()
+
+    cf = fluxion.compile(f)
+    for _ in range(4):
+        f(xs[0])
+        cf(xs[1])
+        _close(xs[1].grad, xs[0].grad)
+
+
+def test_saved_value_written_in_place_raises_as_eager() -> None:
+    w = fluxion.full((3,), 0.5, requires_grad=True)
+
+    def f(bump: bool) -> None:
+        w.grad = None
+        y = w.exp()
+        if bump:
+            with fluxion.no_grad():
+                y.add_(1.0)  # exp saved its output
+        y.sum().backward()
+
+    cf = fluxion.compile(f)
+    cf(False)
+    cf(False)
+    with pytest.raises(RuntimeError, match="modified by an inplace operation") as got:
+        cf(True)
+    with pytest.raises(RuntimeError, match="modified by an inplace operation") as want:
+        f(True)
+    assert str(got.value) == str(want.value)
+
+
+def test_second_backward_without_retain_graph_raises() -> None:
+    w = fluxion.full((3,), 0.5, requires_grad=True)
+
+    @fluxion.compile
+    def f(twice: bool) -> None:
+        w.grad = None
+        loss = w.exp().sum()
+        loss.backward()
+        if twice:
+            loss.backward()
+
+    f(False)
+    f(False)
+    with pytest.raises(RuntimeError, match="backward through the graph a second time"):
+        f(True)
+
+
+def test_retain_graph_twice_per_call_equals_eager() -> None:
+    ws = [fluxion.full((3,), 0.5, requires_grad=True) for _ in range(2)]
+
+    def f(w: fluxion.Tensor) -> None:
+        w.grad = None
+        loss = (w.exp() * w).sum()
+        loss.backward(retain_graph=True)
+        loss.backward()
+
+    cf = fluxion.compile(f)
+    for _ in range(3):
+        f(ws[0])
+        cf(ws[1])
+        _close(ws[1].grad, ws[0].grad)
+    assert cf.stats.backward_replays == 4  # both passes of the second and third calls
