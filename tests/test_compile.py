@@ -275,6 +275,24 @@ def test_python_scalar_arguments_change_between_calls() -> None:
     assert compiled.stats.calls == 5
 
 
+def test_equal_python_numbers_share_one_input_and_signed_zeros_do_not() -> None:
+    """Python floats become graph inputs (dynamic=True): one per value, not one per use
+    (the learning rate each parameter's update reads); 0.0 and -0.0 stay apart."""
+    def f(x: Any, a: float, b: float, c: float) -> Any:
+        return x * a + x * b + 1 / (x * c) + 1 / (x * 0.0)
+
+    compiled = fluxion.compile(f, dynamic=True)
+    x = fluxion.tensor([1.0, 2.0])
+    for a, b, c in [(0.5, 0.5, -0.0), (0.5, 0.25, 0.0), (0.5, 0.5, -0.0)]:
+        with np.errstate(all="ignore"):
+            assert_same_outputs(compiled(x, a, b, c), f(x, a, b, c), TOL)
+        (prog,) = compiled.last_programs
+        # x, the numerator 1 (an int), then one input per distinct value (and sign of
+        # zero) among a, b, c and 0.0
+        distinct = {(v, np.copysign(1.0, v)) for v in (a, b, c, 0.0)}
+        assert len(prog.captured.inputs) == 2 + len(distinct)
+
+
 M = fluxion.tensor([True, False, True, False])
 SCALAR_USES = {
     "int_ge_float": (lambda x, s: x.long() >= s, [0.5, 1.5, 1.5, 2.5]),

@@ -137,6 +137,7 @@ class _Recorded:
     n_inputs: int  # graph inputs before it
     entries: list  # the segment's memo entries of the ops it recorded
     new_inputs: list[np.ndarray]  # the constants its rules made (the root's ones...)
+    new_lifted: dict[tuple, tuple]  # the Python numbers among them (Segment.lifted)
     grads: list[tuple[int, tuple]]  # (leaf position, its gradient's reference)
     released: list[int]  # the nodes whose saved values it freed
 
@@ -173,7 +174,8 @@ def backward(seg: Segment, outputs: list[Tensor], grad_outputs: list, retain_gra
         grads.append((j, d.ref))
     recording = seg.memo if seg.memo is not None else seg._prev
     memo[key] = _Recorded(walk.fingerprint, n_inputs, recording[start:len(seg.nodes)],
-                          seg.inputs[n_inputs:], grads,
+                          seg.inputs[n_inputs:],
+                          {k: r for k, r in seg.lifted.items() if r[1] >= n_inputs}, grads,
                           [i for i, n in enumerate(walk.nodes) if n._freed])
 
 
@@ -188,6 +190,7 @@ def _replay(seg: Segment, walk: _Walk, last: _Recorded) -> bool:
         return False
     for a in last.new_inputs:
         seg._ref(a)
+    seg.lifted.update(last.new_lifted)
     seg.nodes.extend(e[2] for e in last.entries)
     for j, ref in last.grads:
         (shape, dtype, estrides, is_view), _ = last.entries[ref[1] - start][1:]

@@ -12,6 +12,7 @@ memory it had before."""
 
 from __future__ import annotations
 
+import math
 import time
 import weakref
 from collections.abc import Callable
@@ -189,6 +190,9 @@ class Segment:
         self.owner = owner
         self.inputs: list[np.ndarray] = []
         self._input_ids: dict[int, int] = {}
+        # lifted Python numbers by (type, dtype, value, sign): one input per value (the
+        # learning rate every parameter's update reads), not one per use
+        self.lifted: dict[tuple, tuple] = {}
         self.nodes: list[GNode] = []
         self.lazies: list[weakref.ref] = []
         self.tensors: list[weakref.ref] = []
@@ -255,12 +259,17 @@ class Segment:
             if t is LazyArray and a.segment is self and a.value is None:
                 refs.append(a.ref)
             else:
+                r = None
                 if lift and t in lift:
                     like = next((x.dtype for x in arrays
                                  if isinstance(x, (LazyArray, np.ndarray))), None)
                     if like is not None:
-                        a = np.asarray(a, like)
-                r = self._ref(a)
+                        key = (t, like, a, math.copysign(1.0, a))  # (0.0 and -0.0 differ)
+                        r = self.lifted.get(key)
+                        if r is None:
+                            r = self.lifted[key] = self._ref(np.asarray(a, like))
+                if r is None:
+                    r = self._ref(a)
                 refs.append(r)
                 if type(r) is not tuple:
                     numbers += (type(r),)
