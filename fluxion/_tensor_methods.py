@@ -52,7 +52,7 @@ def commit_inplace(t: Tensor, new: Tensor, name: str) -> Tensor:
             f"{name}: a view of a leaf Variable that requires grad is being used in an in-place "
             "operation."
         )
-    if new.dtype is not t.dtype:
+    if new._data.dtype != t._data.dtype:
         if not _can_cast(new.dtype, t.dtype):
             raise RuntimeError(
                 f"{name}: result type {new.dtype.name} can't be cast to the desired output "

@@ -57,6 +57,9 @@ def test_training_loop_replays_and_equals_eager() -> None:
     # the first call records, the next four replay (the first SGD step creates the
     # momentum buffers, so the second call's optimizer graph differs, not its backward)
     assert c_step.stats.backward_replays == 4
+    report = fluxion.explain(c_step, x, y)
+    assert any(g.startswith("backward: recorded once, replayed") and "5 time(s)" in g
+               for g in report.guards), report.guards
 
 
 def _loss_of(x: fluxion.Tensor, w: fluxion.Tensor, s: float) -> fluxion.Tensor:

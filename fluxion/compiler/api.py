@@ -450,6 +450,11 @@ def explain(fn: Any, *args: Any, **kwargs: Any) -> ExplainReport:
         guards.append(f"graph {i}: inputs ({specs}); {len(g.nodes)} ops with their Python "
                       f"constants; kernels with {sizes}; control flow and "
                       "requires_grad/training are re-decided by running the Python each call")
+    if cf._backward_memo:
+        guards.append(f"backward: recorded once, replayed while the autograd graph's "
+                      "fingerprint (ops, attributes, saved values, edges, leaves' gradients) "
+                      f"and the recording before it are unchanged "
+                      f"(replayed {cf.stats.backward_replays} time(s) so far)")
     report = ExplainReport(
         graph_count=len(progs),
         graph_break_count=len(cf.stats.breaks) - before_breaks,

@@ -16,7 +16,7 @@ import math
 import time
 import weakref
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -34,13 +34,15 @@ def active() -> bool:
     return state.segment is not None
 
 
-class _Flags:
-    __slots__ = ("c_contiguous", "writeable", "owndata")
+class _Flags(NamedTuple):
+    """What NumPy's ``flags`` would say of a pending value (read-only, shared)."""
 
-    def __init__(self, contiguous: bool) -> None:
-        self.c_contiguous = contiguous
-        self.writeable = True
-        self.owndata = True
+    c_contiguous: bool
+    writeable: bool = True
+    owndata: bool = True
+
+
+_FLAGS = {True: _Flags(True), False: _Flags(False)}
 
 
 class LazyArray:
@@ -98,7 +100,7 @@ class LazyArray:
 
     @property
     def flags(self) -> _Flags:
-        return _Flags(self.contiguous)
+        return _FLAGS[self.contiguous]
 
     @property
     def base(self) -> None:
