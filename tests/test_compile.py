@@ -150,7 +150,7 @@ def test_op_backward_compiled_equals_eager(e: OpEntry, s: Sample, dynamic: bool 
         assert c.grad is not None, f"leaf {i}: no gradient when compiled"
         assert_same_outputs(c.grad, g.grad, TOL)
     # a second call on new leaves: the backward is replayed from the first call's
-    # recording (compiler.backward_memo) where nothing it depends on differs
+    # recording (compiler.replay) where nothing it depends on differs
     again = fresh()
     compiled(again, weights)
     for c, g in zip(again, eager_leaves):

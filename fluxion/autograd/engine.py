@@ -162,15 +162,15 @@ def run(
     """Propagate gradients from ``outputs``; accumulate into leaves' ``.grad``, or, when
     ``capture`` is given, return the gradients reaching those tensors instead.
     ``memo``: inside a compiled call, replay last call's recording where it applies
-    (``compiler.backward_memo``)."""
+    (``compiler.replay``)."""
     from fluxion.ops.registry import capture as recording
     roots = _root_grads(outputs, grad_outputs, create_graph)
     seg = recording.segment
     if seg is not None and memo and capture is None and not create_graph and not state.anomaly:
         # inside a compiled call: last call's recording of this backward, if it applies
-        from fluxion.compiler import backward_memo
+        from fluxion.compiler import replay
 
-        backward_memo.backward(seg, outputs, grad_outputs, retain_graph, lambda: run(
+        replay.backward(seg, outputs, grad_outputs, retain_graph, lambda: run(
             outputs, grad_outputs, retain_graph, create_graph, memo=False))
         return None
     handed: set[int] = set()

@@ -41,7 +41,9 @@ class CompileStats:
     cache_hits: int = 0
     breaks: list[Break] = field(default_factory=list)
     recompiles: list[Recompile] = field(default_factory=list)
-    backward_replays: int = 0  # backward passes appended from last call's recording
+    # backward passes and optimizer steps appended from last call's recording (replay)
+    backward_replays: int = 0
+    step_replays: int = 0
 
 
 def dynamic_ok(dynamic: bool | None) -> bool:
@@ -138,8 +140,9 @@ class CompiledFunction:
         self._last_graph: dict[int, tuple] = {}
         self._slot = 0
         self._memo: dict[int, tuple[list, list]] = {}  # slot -> last recording there
-        # (slot, position, retain_graph) -> the backward recorded there (backward_memo)
-        self._backward_memo: dict[tuple, Any] = {}
+        # (what, slot, position, ...) -> the backward or optimizer step recorded there
+        # (compiler.replay)
+        self._replays: dict[tuple, Any] = {}
         self.stats = CompileStats()
         self.timings: dict[str, float] = {"run_s": 0.0}
         self.last_programs: list[Program] = []
@@ -450,7 +453,7 @@ def explain(fn: Any, *args: Any, **kwargs: Any) -> ExplainReport:
         guards.append(f"graph {i}: inputs ({specs}); {len(g.nodes)} ops with their Python "
                       f"constants; kernels with {sizes}; control flow and "
                       "requires_grad/training are re-decided by running the Python each call")
-    if cf._backward_memo:
+    if any(k[0] == "backward" for k in cf._replays):
         guards.append(f"backward: recorded once, replayed while the autograd graph's "
                       "fingerprint (ops, attributes, saved values, edges, leaves' gradients) "
                       f"and the recording before it are unchanged "

@@ -6,6 +6,8 @@ from collections.abc import Callable
 from typing import Any, ClassVar
 
 from fluxion.autograd.grad_mode import no_grad
+from fluxion.ops import registry
+from fluxion.ops.registry import capture
 from fluxion.optim.optimizer import Optimizer, ParamsT, _check_options, _value
 from fluxion.tensor import Tensor
 
@@ -86,6 +88,17 @@ class SGD(Optimizer):
     def step(self, closure: Callable[[], Any] | None = None) -> Any:
         """Perform one optimization step (``closure`` re-evaluates the loss)."""
         loss = self._closure_loss(closure)
+        seg = capture.segment if registry.recording else None
+        if seg is not None:  # inside a compiled call: last call's update, if it applies
+            from fluxion.compiler import replay
+
+            replay.optimizer_step(seg, self, self._update)
+        else:
+            self._update()
+        return loss
+
+    def _update(self) -> None:
+        # reads no data (a tensor lr aside), so compiled calls may replay it (replay.py)
         with no_grad():
             for group in self.param_groups:
                 params: list[Tensor] = []
@@ -105,7 +118,6 @@ class SGD(Optimizer):
                 if group["momentum"] != 0:
                     for p, buf in zip(params, bufs):
                         self.state[p]["momentum_buffer"] = buf
-        return loss
 
 
 def sgd(

@@ -1,7 +1,8 @@
-"""Backward passes replayed from the last call's recording (``compiler.backward_memo``):
-replayed in a steady training loop, equal to eager there, and not replayed whenever
-something the backward rules read has changed (requires_grad, saved Python numbers, hooks,
-retain_grad, accumulated gradients, saved values written in place, freed graphs)."""
+"""Backward passes and optimizer steps replayed from the last call's recording
+(``compiler.replay``): replayed in a steady training loop, equal to eager there, and not
+replayed whenever something the rules read has changed (requires_grad, saved Python
+numbers, hooks, retain_grad, accumulated gradients, saved values written in place, freed
+graphs; the learning rate, a tensor learning rate, a replaced momentum buffer)."""
 
 from __future__ import annotations
 
@@ -57,6 +58,10 @@ def test_training_loop_replays_and_equals_eager() -> None:
     # the first call records, the next four replay (the first SGD step creates the
     # momentum buffers, so the second call's optimizer graph differs, not its backward)
     assert c_step.stats.backward_replays == 4
+    # the first step creates the momentum buffers, the second is recorded
+    assert c_step.stats.step_replays == 3
+    for pc, pe in zip(comp.parameters(), eager.parameters()):
+        assert pc._version == pe._version  # every in-place write counted
     report = fluxion.explain(c_step, x, y)
     assert any(g.startswith("backward: recorded once, replayed") and "5 time(s)" in g
                for g in report.guards), report.guards
@@ -204,3 +209,66 @@ def test_retain_graph_twice_per_call_equals_eager() -> None:
         cf(ws[1])
         _close(ws[1].grad, ws[0].grad)
     assert cf.stats.backward_replays == 4  # both passes of the second and third calls
+
+
+def _sgd_pair(**kw: Any) -> tuple:
+    eager, comp = _mlp(2), _mlp(2)
+    e_opt = fluxion.optim.SGD(eager.parameters(), **kw)
+    c_opt = fluxion.optim.SGD(comp.parameters(), **kw)
+    return eager, comp, e_opt, c_opt, _step(eager, e_opt), fluxion.compile(_step(comp, c_opt))
+
+
+def _batch(rng: np.random.Generator) -> tuple:
+    return (fluxion.from_numpy(rng.standard_normal((4, 6)).astype(np.float32)),
+            fluxion.from_numpy(rng.integers(0, 3, 4)))
+
+
+def _same_params(a: nn.Module, b: nn.Module) -> None:
+    for pa, pb in zip(a.parameters(), b.parameters()):
+        _close(pa, pb)
+
+
+def test_step_with_a_new_learning_rate_is_not_replayed() -> None:
+    rng = np.random.default_rng(1)
+    eager, comp, e_opt, c_opt, e_step, c_step = _sgd_pair(lr=0.1, momentum=0.9,
+                                                          weight_decay=0.01)
+    e_sched = fluxion.optim.lr_scheduler.StepLR(e_opt, step_size=2, gamma=0.5)
+    c_sched = fluxion.optim.lr_scheduler.StepLR(c_opt, step_size=2, gamma=0.5)
+    for _ in range(7):
+        x, y = _batch(rng)
+        _close(c_step(x, y), e_step(x, y))
+        _same_params(comp, eager)
+        e_sched.step()
+        c_sched.step()
+    # steps 3, 5 and 7 follow a step with the same lr; step 2 adds no state but is the
+    # first recorded, each change of lr records again
+    assert 0 < c_step.stats.step_replays < 6
+
+
+def test_tensor_learning_rate_is_read_every_step() -> None:
+    rng = np.random.default_rng(2)
+    eager, comp, e_opt, c_opt, e_step, c_step = _sgd_pair(lr=fluxion.tensor(0.1),
+                                                          momentum=0.5)
+    for lr in (0.1, 0.1, 0.05, 0.05, 0.2):
+        e_opt.param_groups[0]["lr"].fill_(lr)
+        c_opt.param_groups[0]["lr"].fill_(lr)
+        x, y = _batch(rng)
+        _close(c_step(x, y), e_step(x, y))
+        _same_params(comp, eager)
+    assert c_step.stats.step_replays == 0
+
+
+def test_replaced_momentum_buffer_is_the_one_updated() -> None:
+    rng = np.random.default_rng(3)
+    eager, comp, e_opt, c_opt, e_step, c_step = _sgd_pair(lr=0.1, momentum=0.9)
+    for i in range(5):
+        if i == 3:  # new buffers, same layout: the replayed step reads and writes them
+            for opt in (e_opt, c_opt):
+                for p in opt.param_groups[0]["params"]:
+                    opt.state[p]["momentum_buffer"] = fluxion.full(p.shape, 0.01)
+        x, y = _batch(rng)
+        _close(c_step(x, y), e_step(x, y))
+        _same_params(comp, eager)
+        for pc, pe in zip(comp.parameters(), eager.parameters()):
+            _close(c_opt.state[pc]["momentum_buffer"], e_opt.state[pe]["momentum_buffer"])
+    assert c_step.stats.step_replays == 3
