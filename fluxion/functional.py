@@ -1594,7 +1594,8 @@ def matmul(input: Tensor, other: Tensor) -> Tensor:
         sb = "x".join(map(str, b.shape if b.ndim > 1 else (kb, 1)))
         raise RuntimeError(f"mat1 and mat2 shapes cannot be multiplied ({sa} and {sb})")
     try:
-        np.broadcast_shapes(a._data.shape[:-2], b._data.shape[:-2])
+        if a.ndim > 2 and b.ndim > 2:  # (a matrix's batch dimensions, none, always do)
+            np.broadcast_shapes(a._data.shape[:-2], b._data.shape[:-2])
     except ValueError:
         raise RuntimeError(f"matmul: batch dimensions of {list(a.shape)} and {list(b.shape)} do "
                            "not broadcast") from None
