@@ -60,6 +60,8 @@ def test_training_loop_replays_and_equals_eager() -> None:
     assert c_step.stats.backward_replays == 4
     # the first step creates the momentum buffers, the second is recorded
     assert c_step.stats.step_replays == 3
+    # the replayed calls run the recorded call's graph (outputs in the same order)
+    assert c_step.stats.graphs == 2
     for pc, pe in zip(comp.parameters(), eager.parameters()):
         assert pc._version == pe._version  # every in-place write counted
     report = fluxion.explain(c_step, x, y)

@@ -231,7 +231,7 @@ def backward(seg: Segment, outputs: list[Tensor], grad_outputs: list, retain_gra
     rec = _record(seg, walk.fingerprint, start, n_inputs, {})
     if any(j is not None for j, _ in rec.new_inputs):
         return
-    rec.effects = grads
+    rec.effects = sorted(grads, key=lambda e: e[1][1])  # in creation order (see below)
     rec.released = [i for i, n in enumerate(walk.nodes) if n._freed]
     memo[key] = rec
 
@@ -308,5 +308,6 @@ def optimizer_step(seg: Segment, opt: Any, run_rule: Callable[[], None]) -> None
         writes.append((j, ref, t._vbox[0] - version))
     origin = {id(d): j for j, (d, _) in enumerate(before) if type(d) is np.ndarray}
     rec = _record(seg, fingerprint, start, n_inputs, origin)
-    rec.effects = writes
+    rec.effects = sorted(writes, key=lambda e: e[1][1])  # (as the rule made them: the
+    # graph's outputs keep their order, so the replayed graph is the recorded one)
     memo[key] = rec
