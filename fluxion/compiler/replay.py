@@ -247,9 +247,12 @@ def _optimizer_walk(seg: Segment, opt: Any) -> tuple[list, list[Tensor]]:
             raise _UnsureError
         tensors.append(t)
         d = t._data
-        if type(d) is np.ndarray and id(d) not in seg._input_ids:
-            return ("first read", d.shape, d.dtype, d.strides)  # becomes an input
-        return _key(seg, d)
+        if type(d) is not np.ndarray:
+            return _key(seg, d)
+        # (writable: the update's in-place writes would fail on read-only memory)
+        if id(d) not in seg._input_ids:  # the update reads it first: it becomes an input
+            return ("first read", d.shape, d.dtype, d.strides, d.flags.writeable)
+        return (_key(seg, d), d.flags.writeable)
 
     fingerprint: list = [type(opt)]
     for group in opt.param_groups:
