@@ -343,14 +343,21 @@ class Program:
         element of every input read before that element is written (``viewed``: arrays
         read through an elided view's strides, which must not share its memory at all)."""
         target = self._targets.get(("n", i)) if self._targets else None
+        if target is None:
+            return None
         node = self.graph.nodes[i]
-        if target is not None and target.shape == node.shape and target.dtype == node.dtype \
-                and target.flags.c_contiguous and target.flags.writeable \
-                and not self._blocked.get(("n", i), True) \
-                and all(_aligned_or_apart(target, a) for a in reads) \
-                and not any(np.may_share_memory(target, a) for a in viewed):
-            return target
-        return None
+        flags = target.flags
+        if target.shape != node.shape or target.dtype != node.dtype \
+                or not (flags.c_contiguous and flags.writeable) \
+                or self._blocked.get(("n", i), True):
+            return None
+        for a in reads:  # (the target's own array, read in place: aligned)
+            if a is not target and not _aligned_or_apart(target, a):
+                return None
+        for a in viewed:
+            if np.may_share_memory(target, a):
+                return None
+        return target
 
     def memory_plan(self) -> list[str]:
         """The copies and views this program's memory plan removed, a line each (what
