@@ -228,9 +228,7 @@ def backward(seg: Segment, outputs: list[Tensor], grad_outputs: list, retain_gra
         if ref is None:
             return  # a gradient that is not a value recorded here: not replayable
         grads.append((j, ref))
-    rec = _record(seg, walk.fingerprint, start, n_inputs, {})
-    if any(j is not None for j, _ in rec.new_inputs):
-        return
+    rec = _record(seg, walk.fingerprint, start, n_inputs, {})  # (inputs it adds: constants)
     rec.effects = sorted(grads, key=lambda e: e[1][1])  # in creation order (see below)
     rec.released = [i for i, n in enumerate(walk.nodes) if n._freed]
     memo[key] = rec
