@@ -68,8 +68,7 @@ def _scaled_sum(name: str, input: Any, other: Any, alpha: Any) -> Tensor | None:
     rounded the same way (``alpha * other``, then the sum). None where the two ops run
     anyway (eager: two NumPy passes either way) or PyTorch's integer and mixed-dtype rules
     apply."""
-    if not registry.recording or registry.capture.segment is None \
-            or type(alpha) not in (int, float) \
+    if registry.recording_segment() is None or type(alpha) not in (int, float) \
             or not (isinstance(input, Tensor) and isinstance(other, Tensor)):
         return None
     dt = input.dtype

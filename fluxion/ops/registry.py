@@ -236,6 +236,15 @@ class _Capture(threading.local):
 capture = _Capture()
 recording = 0  # compiled calls in progress in any thread: eager ops skip the per-thread lookup
 
+
+def recording_segment() -> Any:
+    """The segment this thread's compiled call is recording into, or None (eager).
+
+    >>> recording_segment() is None
+    True
+    """
+    return capture.segment if recording else None
+
 _ndarray = np.ndarray
 _NUMPY_ERRORS = (ValueError, TypeError, np.exceptions.AxisError)
 
@@ -250,7 +259,7 @@ def apply(op: Op, *inputs: Any, **attrs: Any) -> Any:
     >>> apply(OPS["mul"], fluxion.tensor([1.0, 2.0]), 3.0)
     tensor([3., 6.])
     """
-    seg = capture.segment if recording else None
+    seg = capture.segment if recording else None  # (recording_segment(), inlined: hot)
     arrays = []
     needs_grad = False
     for x in inputs:

@@ -6,8 +6,7 @@ from collections.abc import Callable
 from typing import Any, ClassVar
 
 from fluxion.autograd.grad_mode import no_grad
-from fluxion.ops import registry
-from fluxion.ops.registry import capture
+from fluxion.ops.registry import recording_segment
 from fluxion.optim.optimizer import Optimizer, ParamsT, _check_options, _value
 from fluxion.tensor import Tensor
 
@@ -88,7 +87,7 @@ class SGD(Optimizer):
     def step(self, closure: Callable[[], Any] | None = None) -> Any:
         """Perform one optimization step (``closure`` re-evaluates the loss)."""
         loss = self._closure_loss(closure)
-        seg = capture.segment if registry.recording else None
+        seg = recording_segment()
         if seg is not None:  # inside a compiled call: last call's update, if it applies
             from fluxion.compiler import replay
 
