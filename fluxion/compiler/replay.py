@@ -2,7 +2,7 @@
 (AOTAutograd's idea, kept define-by-run).
 
 Inside a compiled call, ``loss.backward()`` walks the autograd graph and runs each node's
-backward rule, which records the gradient ops; ``SGD.step()`` runs its update rule, which
+backward rule, which records the gradient ops; ``opt.step()`` runs its update rule, which
 records the update ops. In a training loop both are the same on every call, and running
 the rules again only derives the same ops again (most of an MLP step's capture time). So
 the engine and the optimizer first take a fingerprint of what their rules read:
@@ -17,14 +17,16 @@ last call's, the ops recorded last call from that place on are what the rules wo
 now: they are appended as they are, and their effects are applied (the leaves' gradients;
 the tensors the step writes in place), no rule run. Whatever the fingerprint cannot vouch
 for runs the rules as usual: hooks, custom Functions, anomaly mode, ``create_graph``,
-``inputs=``, views, a graph break inside, a gradient that is not a recorded value, an
-optimizer whose rule reads data (Adam's step count)."""
+``inputs=``, views, a graph break inside, a gradient that is not a recorded value, a
+tensor hyper-parameter. An optimizer's rule reads no data: what changes every step (Adam's
+bias corrections) is computed before it and handed to it as graph inputs of its own."""
 
 from __future__ import annotations
 
+import math
 import operator
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -277,10 +279,16 @@ def _optimizer_walk(seg: Segment, opt: Any) -> tuple[list, list[Tensor]]:
     return fingerprint, tensors
 
 
-def optimizer_step(seg: Segment, opt: Any, run_rule: Callable[[], None]) -> None:
-    """Run an optimizer's update inside a compiled call (its ``step`` under ``no_grad``,
-    for optimizers whose rule reads no data): replayed from the last call's recording
-    when nothing it depends on differs, else by the rule (and recorded).
+def optimizer_step(seg: Segment, opt: Any,
+                   numbers: Sequence[tuple[float, np.dtype]] = ()) -> None:
+    """Run an optimizer's update inside a compiled call (its ``_update``, a rule that reads
+    no data): replayed from the last call's recording when nothing it depends on differs,
+    else by the rule (and recorded).
+
+    ``numbers`` are the per-call values the rule needs, each with the dtype it computes
+    in: Adam's step size and bias correction, which change every step. The rule gets them
+    as 0-d tensors, fresh graph inputs that no other number shares, so a replay feeds it
+    this call's values where a recorded constant would replay last call's.
 
     >>> import fluxion
     >>> w = fluxion.nn.Parameter(fluxion.ones(2))
@@ -296,11 +304,15 @@ def optimizer_step(seg: Segment, opt: Any, run_rule: Callable[[], None]) -> None
     (1, Parameter containing:
     tensor([-4.6100, -4.6100], requires_grad=True))
     """
+    distinct, values, pattern = _number_tensors(numbers)
     try:
         fingerprint, tensors = _optimizer_walk(seg, opt)
     except _UnsureError:
-        run_rule()
+        opt._update(values)
         return
+    fingerprint.append(pattern)
+    walked = len(tensors)
+    tensors += distinct  # (their arrays: the graph inputs a replay feeds anew)
     memo = seg.owner._replays
     key = ("step", seg.slot, len(seg.nodes), id(opt))
     last = memo.get(key)
@@ -314,11 +326,11 @@ def optimizer_step(seg: Segment, opt: Any, run_rule: Callable[[], None]) -> None
     memo.pop(key, None)
     start, n_inputs = len(seg.nodes), len(seg.inputs)
     before = [(t._data, t._vbox[0]) for t in tensors]
-    run_rule()
+    opt._update(values)
     if seg.done:
         return
     try:  # the same tensors afterwards (a first step adds state: not replayable)
-        if not all(map(operator.is_, _optimizer_walk(seg, opt)[1], tensors)):
+        if not all(map(operator.is_, _optimizer_walk(seg, opt)[1], tensors[:walked])):
             return
     except _UnsureError:
         return
@@ -337,3 +349,19 @@ def optimizer_step(seg: Segment, opt: Any, run_rule: Callable[[], None]) -> None
     rec.effects = sorted(writes, key=lambda e: e[1][1])  # (as the rule made them: the
     # graph's outputs keep their order, so the replayed graph is the recorded one)
     memo[key] = rec
+
+
+def _number_tensors(numbers: Sequence[tuple[float, np.dtype]]) -> tuple[list[Tensor], list[Tensor],
+                                                                      tuple]:
+    """The rule's numbers as 0-d tensors, one per distinct value and dtype; each number's
+    tensor, in the rule's order; and which numbers share one, for the fingerprint (a
+    replay needs the same pattern, not the same values)."""
+    first: dict[tuple, int] = {}
+    distinct: list[Tensor] = []
+    pattern = []
+    for v, dtype in numbers:
+        k = first.setdefault((v, math.copysign(1.0, v), dtype), len(first))
+        if k == len(distinct):
+            distinct.append(Tensor._make(np.asarray(v, dtype)))
+        pattern.append((k, dtype))
+    return distinct, [distinct[k] for k, _ in pattern], ("numbers", tuple(pattern))

@@ -94,6 +94,10 @@ class Adadelta(Optimizer):
     def step(self, closure: Callable[[], Any] | None = None) -> Any:
         """Perform one optimization step (``closure`` re-evaluates the loss)."""
         loss = self._closure_loss(closure)
+        self._run_update()
+        return loss
+
+    def _update(self, values: list[Any]) -> None:
         with no_grad():
             for group in self.param_groups:
                 params, grads, square_avgs, acc_deltas, steps = [], [], [], [], []
@@ -113,7 +117,6 @@ class Adadelta(Optimizer):
                 adadelta(params, grads, square_avgs, acc_deltas, steps, lr=group["lr"],
                          rho=group["rho"], eps=group["eps"],
                          weight_decay=group["weight_decay"], maximize=group["maximize"])
-        return loss
 
 
 def adadelta(

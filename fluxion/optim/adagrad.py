@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, ClassVar
 
+import numpy as np
+
 from fluxion.autograd.grad_mode import no_grad
 from fluxion.creation import full_like, tensor
 from fluxion.optim.optimizer import (
@@ -108,6 +110,28 @@ class Adagrad(Optimizer):
     def step(self, closure: Callable[[], Any] | None = None) -> Any:
         """Perform one optimization step (``closure`` re-evaluates the loss)."""
         loss = self._closure_loss(closure)
+        for group in self.param_groups:
+            for p in group["params"]:
+                if p.grad is not None and len(self.state[p]) == 0:  # a group added later
+                    self._init_state(p, self.defaults["initial_accumulator_value"])
+        self._run_update(self._step_numbers())
+        return loss
+
+    def _step_numbers(self) -> list[tuple[float, np.dtype]]:
+        """Per parameter with a gradient: minus its decayed learning rate, from its step
+        count, read as a number here (the update, which increments it, reads no data)."""
+        numbers = []
+        for group in self.param_groups:
+            lr = _to_scalar(group["lr"])
+            for p in group["params"]:
+                if p.grad is not None:
+                    step = self.state[p]["step"].item() + 1
+                    numbers.append((-_value(lr / (1 + (step - 1) * group["lr_decay"])),
+                                    p._data.dtype))
+        return numbers
+
+    def _update(self, values: list[Any]) -> None:
+        numbers = iter(values)
         with no_grad():
             for group in self.param_groups:
                 params, grads, sums, steps = [], [], [], []
@@ -116,14 +140,11 @@ class Adagrad(Optimizer):
                         continue
                     params.append(p)
                     grads.append(p.grad)
-                    if len(self.state[p]) == 0:  # a group added after construction
-                        self._init_state(p, self.defaults["initial_accumulator_value"])
                     sums.append(self.state[p]["sum"])
                     steps.append(self.state[p]["step"])
-                adagrad(params, grads, sums, steps, lr=group["lr"],
-                        weight_decay=group["weight_decay"], lr_decay=group["lr_decay"],
-                        eps=group["eps"], maximize=group["maximize"])
-        return loss
+                adagrad(params, grads, sums, steps, [next(numbers) for _ in params],
+                        weight_decay=group["weight_decay"], eps=group["eps"],
+                        maximize=group["maximize"])
 
 
 def adagrad(
@@ -131,24 +152,22 @@ def adagrad(
     grads: list[Tensor],
     state_sums: list[Tensor],
     state_steps: list[Tensor],
+    neg_clrs: list[Any],
     *,
-    lr: float | Tensor,
     weight_decay: float,
-    lr_decay: float,
     eps: float,
     maximize: bool,
 ) -> None:
-    """The functional Adagrad update (call under ``no_grad``)."""
-    lr = _to_scalar(lr)
-    for param, grad, state_sum, step_t in zip(params, grads, state_sums, state_steps):
-        # read the count before the in-place increment: inside fluxion.compile the
-        # incremented value is not computed yet, and reading it would split the graph
-        step = step_t.item() + 1
+    """The functional Adagrad update (call under ``no_grad``). ``neg_clrs``: per parameter,
+    minus its learning rate decayed to this step, ``lr / (1 + (step - 1) * lr_decay)``
+    (Python numbers, or 0-d tensors of the parameter's dtype); ``state_steps`` are
+    incremented."""
+    for param, grad, state_sum, step_t, neg_clr in zip(params, grads, state_sums,
+                                                        state_steps, neg_clrs):
         step_t.add_(1)
         grad = -grad if maximize else grad
         if weight_decay != 0:
             grad = grad.add(param, alpha=weight_decay)
-        clr = _value(lr / (1 + (step - 1) * lr_decay))
         state_sum.addcmul_(grad, grad, value=1)
         std = state_sum.sqrt().add_(eps)
-        param.addcdiv_(grad, std, value=-clr)
+        param.addcdiv_(grad, std, value=neg_clr)

@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, ClassVar
 
+import numpy as np
+
 from fluxion.autograd.grad_mode import no_grad
 from fluxion.creation import tensor, zeros_like
 from fluxion.functional import maximum
@@ -112,6 +114,30 @@ class Adam(Optimizer):
     def step(self, closure: Callable[[], Any] | None = None) -> Any:
         """Perform one optimization step (``closure`` re-evaluates the loss)."""
         loss = self._closure_loss(closure)
+        self._run_update(self._step_numbers())
+        return loss
+
+    def _step_numbers(self) -> list[tuple[float, np.dtype]]:
+        """Per parameter with a gradient: minus its step size (lr over the first bias
+        correction) and the square root of the second bias correction, from its step
+        count after this step, read as a number here (the update, which increments it,
+        reads no data)."""
+        numbers = []
+        for group in self.param_groups:
+            beta1, beta2 = _value(group["betas"][0]), _value(group["betas"][1])
+            lr = _to_scalar(group["lr"])
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                step_t = self.state[p].get("step")
+                step = 1 if step_t is None else step_t.item() + 1
+                dtype = p._data.dtype
+                numbers += [(-_value(lr / (1 - beta1**step)), dtype),
+                            ((1 - beta2**step) ** 0.5, dtype)]
+        return numbers
+
+    def _update(self, values: list[Any]) -> None:
+        numbers = iter(values)
         with no_grad():
             for group in self.param_groups:
                 params, grads, exp_avgs, exp_avg_sqs, max_sqs, steps = [], [], [], [], [], []
@@ -134,11 +160,11 @@ class Adam(Optimizer):
                     steps.append(state["step"])
                 beta1, beta2 = group["betas"]
                 adam(params, grads, exp_avgs, exp_avg_sqs, max_sqs, steps,
+                     [(next(numbers), next(numbers)) for _ in params],
                      amsgrad=group["amsgrad"], beta1=beta1, beta2=beta2, lr=group["lr"],
                      weight_decay=group["weight_decay"], eps=group["eps"],
                      maximize=group["maximize"],
                      decoupled_weight_decay=group["decoupled_weight_decay"])
-        return loss
 
 
 def adam(
@@ -148,6 +174,7 @@ def adam(
     exp_avg_sqs: list[Tensor],
     max_exp_avg_sqs: list[Tensor],
     state_steps: list[Tensor],
+    corrections: list[tuple[Any, Any]],
     *,
     amsgrad: bool,
     beta1: float,
@@ -158,18 +185,19 @@ def adam(
     maximize: bool,
     decoupled_weight_decay: bool = False,
 ) -> None:
-    """The functional Adam/AdamW update (call under ``no_grad``)."""
+    """The functional Adam/AdamW update (call under ``no_grad``). ``corrections``: per
+    parameter, minus its step size (``lr / (1 - beta1**step)``) and
+    ``(1 - beta2**step) ** 0.5`` for the step count after this step (Python numbers, or
+    0-d tensors of the parameter's dtype); ``state_steps`` are incremented."""
     # a tensor lr stays a tensor: the step sizes computed from it round in its dtype, as in
     # PyTorch; tensor betas are used as Python numbers
     lr = _to_scalar(lr)
     beta1, beta2 = _value(beta1), _value(beta2)
     for i, param in enumerate(params):
         grad = -grads[i] if maximize else grads[i]
-        exp_avg, exp_avg_sq, step_t = exp_avgs[i], exp_avg_sqs[i], state_steps[i]
-        # read the count before the in-place increment: inside fluxion.compile the
-        # incremented value is not computed yet, and reading it would split the graph
-        step = step_t.item() + 1
-        step_t.add_(1)
+        exp_avg, exp_avg_sq = exp_avgs[i], exp_avg_sqs[i]
+        neg_step_size, bias_correction2_sqrt = corrections[i]
+        state_steps[i].add_(1)
         if weight_decay != 0:
             if decoupled_weight_decay:
                 param.mul_(_value(1 - lr * weight_decay))
@@ -177,14 +205,9 @@ def adam(
                 grad = grad.add(param, alpha=weight_decay)
         exp_avg.lerp_(grad, 1 - beta1)
         exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
-
-        bias_correction1 = 1 - beta1**step
-        bias_correction2 = 1 - beta2**step
-        step_size = _value(lr / bias_correction1)
-        bias_correction2_sqrt = bias_correction2**0.5
         if amsgrad:
             max_exp_avg_sqs[i].copy_(maximum(max_exp_avg_sqs[i], exp_avg_sq))
             denom = (max_exp_avg_sqs[i].sqrt() / bias_correction2_sqrt).add_(eps)
         else:
             denom = (exp_avg_sq.sqrt() / bias_correction2_sqrt).add_(eps)
-        param.addcdiv_(exp_avg, denom, value=-step_size)
+        param.addcdiv_(exp_avg, denom, value=neg_step_size)

@@ -12,12 +12,15 @@ import functools
 import itertools
 import warnings
 from collections import OrderedDict, defaultdict
-from collections.abc import Callable, Hashable, Iterable
+from collections.abc import Callable, Hashable, Iterable, Sequence
 from copy import deepcopy
 from typing import Any, ClassVar, TypeAlias
 
+import numpy as np
+
 from fluxion import _dtype
 from fluxion.autograd.grad_mode import enable_grad, no_grad
+from fluxion.ops.registry import recording_segment
 from fluxion.tensor import Tensor
 
 __all__ = [
@@ -300,6 +303,23 @@ class Optimizer:
     def step(self, closure: Callable[[], Any] | None = None) -> Any:
         """Perform one optimization step; ``closure`` re-evaluates the model and returns
         the loss (run with gradients enabled)."""
+        raise NotImplementedError
+
+    def _run_update(self, numbers: Sequence[tuple[float, np.dtype]] = ()) -> None:
+        """Run the subclass's ``_update(values)``: the update rule, which reads no data, so
+        that inside a compiled call the last call's recording of it can be replayed
+        (``compiler/replay.py``). ``numbers``: the per-step values the rule computes with,
+        each with its dtype (Adam's step size), read here and handed to the rule as
+        Python numbers, or, inside a compiled call, as 0-d tensors (graph inputs)."""
+        seg = recording_segment()
+        if seg is None:
+            self._update([v for v, _ in numbers])
+        else:
+            from fluxion.compiler import replay
+
+            replay.optimizer_step(seg, self, numbers)
+
+    def _update(self, values: list[Any]) -> None:
         raise NotImplementedError
 
     def _closure_loss(self, closure: Callable[[], Any] | None) -> Any:

@@ -101,6 +101,10 @@ class RMSprop(Optimizer):
     def step(self, closure: Callable[[], Any] | None = None) -> Any:
         """Perform one optimization step (``closure`` re-evaluates the loss)."""
         loss = self._closure_loss(closure)
+        self._run_update()
+        return loss
+
+    def _update(self, values: list[Any]) -> None:
         with no_grad():
             for group in self.param_groups:
                 params, grads, square_avgs, grad_avgs, bufs, steps = [], [], [], [], [], []
@@ -127,7 +131,6 @@ class RMSprop(Optimizer):
                         alpha=group["alpha"], eps=group["eps"],
                         weight_decay=group["weight_decay"], momentum=group["momentum"],
                         centered=group["centered"], maximize=group["maximize"])
-        return loss
 
 
 def rmsprop(

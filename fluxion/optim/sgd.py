@@ -6,7 +6,6 @@ from collections.abc import Callable
 from typing import Any, ClassVar
 
 from fluxion.autograd.grad_mode import no_grad
-from fluxion.ops.registry import recording_segment
 from fluxion.optim.optimizer import Optimizer, ParamsT, _check_options, _value
 from fluxion.tensor import Tensor
 
@@ -87,16 +86,10 @@ class SGD(Optimizer):
     def step(self, closure: Callable[[], Any] | None = None) -> Any:
         """Perform one optimization step (``closure`` re-evaluates the loss)."""
         loss = self._closure_loss(closure)
-        seg = recording_segment()
-        if seg is not None:  # inside a compiled call: last call's update, if it applies
-            from fluxion.compiler import replay
-
-            replay.optimizer_step(seg, self, self._update)
-        else:
-            self._update()
+        self._run_update()
         return loss
 
-    def _update(self) -> None:
+    def _update(self, values: list[Any]) -> None:
         # reads no data (a tensor lr aside), so compiled calls may replay it (replay.py)
         with no_grad():
             for group in self.param_groups:
