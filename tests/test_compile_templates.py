@@ -1,9 +1,10 @@
 """The C templates for library ops (unfold, fold, max_dim/min_dim, scatter, scatter_add,
-gather, softmax, layer_norm and its gradient): compiled results are bit-identical (softmax,
-layer norm: within a few ulps) to eager's NumPy kernels on contiguous and strided
-(in-graph view) inputs, NaN and ties included; the template really ran (the graph holds
-its kernel); inputs the C does not handle (an index out of range) raise eager's error;
-and gradients of convolution and max-pooling through them match eager and PyTorch."""
+gather, softmax, nll_loss, layer_norm and their gradients): compiled results are
+bit-identical (softmax, layer norm, a reduced nll_loss: within a few ulps) to eager's NumPy
+kernels on contiguous and strided (in-graph view) inputs, NaN and ties included; the
+template really ran (the graph holds its kernel); inputs the C does not handle (an index
+out of range) raise eager's error; and gradients of convolution and max-pooling through
+them match eager and PyTorch."""
 
 from __future__ import annotations
 
@@ -478,3 +479,64 @@ def test_template_refuses_what_it_would_read_or_write_out_of_bounds() -> None:
     assert one([((2, 36, 25), f32)], GNode("fold", (("in", 0),), fold, (2, 9, 6, 6), f32))
     assert one([((2, 36, 10), f32)],
                GNode("fold", (("in", 0),), fold, (2, 9, 6, 6), f32)) is None  # wrong blocks
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+@pytest.mark.parametrize("transposed", [False, True])
+def test_nll_loss_and_its_gradient_match_eager(dtype: Any, reduction: str,
+                                               transposed: bool) -> None:
+    """nll_loss and its gradient run as C templates (no NumPy fallback), an ignored
+    target and a strided (transposed view) input included: the unreduced losses and
+    their gradient bit-identical to eager; a reduced loss (the C sums in double, NumPy
+    pairwise in the values' type) within the rounding of a sum of its terms, and its
+    gradient (which scales with the loss here) to match."""
+    rng = np.random.default_rng(9)
+    a = rng.standard_normal((11, 300) if transposed else (300, 11)).astype(dtype)
+    target = fluxion.from_numpy(rng.integers(0, 11, 300))
+    target[7] = 4  # the ignored class
+    x = fluxion.tensor(a)
+
+    def fn(t: Any) -> Any:
+        t = t.detach().requires_grad_()
+        logp = t.mT if transposed else t
+        loss = F.nll_loss(logp, target, ignore_index=4, reduction=reduction)
+        return loss, fluxion.autograd.grad((loss * loss).sum(), t)[0]
+
+    cf = fluxion.compile(fn)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(runtime.Program, "_library_value", _no_fallback)
+        (loss, grad), (want_loss, want_grad) = cf(x), fn(x)
+    assert {"nll_loss", "nll_loss_backward"} <= _templated_ops(cf)
+    if reduction == "none":
+        _same(loss.detach(), want_loss.detach())
+        _same(grad, want_grad)
+    else:
+        terms = F.nll_loss(x.mT if transposed else x, target, ignore_index=4,
+                           reduction="none").abs()
+        scale = terms.sum().item() / (299 if reduction == "mean" else 1)
+        ulp = np.finfo(dtype).eps
+        err = abs(loss.item() - want_loss.item())
+        assert err <= 8 * ulp * scale, (err, scale)
+        rel = err / abs(want_loss.item()) + ulp  # the loss's, passed on to its gradient
+        want = want_grad.numpy()
+        np.testing.assert_allclose(grad.numpy(), want, rtol=0, atol=2 * rel * np.abs(want).max())
+
+
+def test_nll_loss_out_of_range_target_and_class_weights() -> None:
+    """A target out of range raises eager's error from the compiled call; class weights
+    keep the op table's NumPy kernel and equal eager."""
+    x = fluxion.randn(4, 3)
+    bad = fluxion.tensor([0, 1, 5, 2])
+    cf = fluxion.compile(lambda t: F.nll_loss(F.log_softmax(t, 1), bad))
+    with pytest.raises(IndexError, match="Target 5 is out of bounds"):
+        cf(x)
+    w = fluxion.tensor([0.5, 2.0, 1.0])
+    target = fluxion.tensor([0, 1, 2, 1])
+
+    def weighted(t: Any) -> Any:
+        return F.nll_loss(F.log_softmax(t, 1), target, weight=w)
+
+    cw = fluxion.compile(weighted)
+    _same(cw(x), weighted(x))
+    assert "nll_loss" not in _templated_ops(cw)

@@ -1,16 +1,17 @@
 """C kernels for library ops that are not elementwise: convolution's ``unfold``/``fold``
 (im2col/col2im), ``max_dim``/``min_dim`` (max-pooling's windows), ``scatter`` (their
 gradient), ``gather``/``scatter_add`` (the loss picking each target's log-probability, and
-its gradient), ``softmax``/``log_softmax`` along the last axis (attention's, the loss's)
-and ``layer_norm`` over the last axis with its gradient.
+its gradient), ``softmax``/``log_softmax`` along the last axis (attention's, the loss's),
+``nll_loss`` with its gradient, and ``layer_norm`` over the last axis with its gradient.
 NumPy runs each of these as several passes with Python in between (fold adds one strided
 slice per kernel tap); in C each is one pass over its output with the sizes and the
 inputs' strides written in (or read at run time, for dynamic sizes), so the compiler
 emits them instead of calling the op table's NumPy kernel. All but the softmaxes are
 bit-identical to that kernel: the same additions in the same order, the same first
 extreme (NaN included). The softmaxes sum in vector lanes and call ``fluxion_expf``
-(within 1 ulp): within a few ulps of NumPy's; the layer norms sum in double, as their
-NumPy kernels do, in another order.
+(within 1 ulp): within a few ulps of NumPy's. ``nll_loss``'s reductions and the layer
+norms sum in double (NumPy: the loss pairwise in the values' type, the layer norms in
+double too), in another order.
 
 A template renders the body of ``int64_t fn(int64_t n, [sz,] const T* in0, ..., out0, ...)``
 (``sz``: the sizes a dynamic kernel reads at run time):
@@ -280,6 +281,67 @@ def _scatter_operands(node: GNode) -> list[Ref] | None:
     return [a, src, index]
 
 
+# --- nll_loss and its gradient (the loss after log_softmax) --------------------------------
+def _nll_rows(logp: Layout, target: tuple[str, Layout], sz: Sizes, ignore_index: int,
+              body: list[str]) -> list[str]:
+    """The loop over the targets (``target``: its C name and layout): ``t`` read, an
+    ignored row skipped, one out of ``[0, C)`` returning 1 (NumPy then raises, or wraps a
+    negative one, as eager does); then ``body``, given ``at``: the element offset of row
+    ``i``'s target in ``logp``."""
+    (n, c), (s0, s1) = logp
+    name, (_, (st,)) = target
+    return [f"  for (int64_t i = 0; i < {sz(n)}; i++) {{",
+            f"    const int64_t t = {name}[i * {sz(st)}];",
+            f"    if (t == {ignore_index}) continue;",
+            f"    if (t < 0 || t >= {sz(c)}) return 1;",
+            f"    const int64_t at = i * {sz(s0)} + t * {sz(s1)};",
+            *body, "  }"]
+
+
+def _nll_loss(ins: list[Layout], outs: list[tuple], ctype: str, sz: Sizes,
+              ignore_index: int, reduction: str, **_: Any) -> str:
+    """One pass over the targets where NumPy makes ten over arrays of them: the sum of
+    -logp[i, t] in double (NumPy sums pairwise in the values' type), divided by the
+    number of targets not ignored for a mean, in the values' type as NumPy divides."""
+    logp, target = ins
+    if reduction == "none":
+        return "\n".join([f"  for (int64_t i = 0; i < {sz(logp[0][0])}; i++) "
+                           "out0[i] = 0;",
+                           *_nll_rows(logp, ("in1", target), sz, ignore_index,
+                                      ["    out0[i] = -in0[at];"]), "  return 0;"])
+    total = ["  double s = 0;", "  int64_t count = 0;",
+             *_nll_rows(logp, ("in1", target), sz, ignore_index,
+                        ["    s -= (double)in0[at];", "    count++;"])]
+    result = f"({ctype})s / ({ctype})count" if reduction == "mean" else f"({ctype})s"
+    return "\n".join([*total, f"  out0[0] = {result};", "  return 0;"])
+
+
+def _nll_loss_backward(ins: list[Layout], outs: list[tuple], ctype: str, sz: Sizes,
+                       ignore_index: int, reduction: str, **_: Any) -> str:
+    """Zeros but at each target's place: -g (over the number of targets not ignored for a
+    mean, divided in the values' type as NumPy does; ``g`` per row for ``'none'``)."""
+    g, logp, target = ins
+    (n, c), _ = logp
+    lines = [f"  for (int64_t e = 0; e < {sz(n * c)}; e++) out0[e] = 0;"]
+    if reduction == "mean":  # the count first: NumPy divides g by it before negating
+        lines += ["  int64_t count = 0;",
+                  f"  for (int64_t i = 0; i < {sz(n)}; i++) "
+                  f"count += in2[i * {sz(target[1][0])}] != {ignore_index};",
+                  f"  const {ctype} v = -(in0[0] / ({ctype})count);"]
+    elif reduction == "sum":
+        lines.append(f"  const {ctype} v = -in0[0];")
+    value = f"-in0[i * {sz(g[1][0])}]" if reduction == "none" else "v"
+    lines += _nll_rows(logp, ("in2", target), sz, ignore_index,
+                       [f"    out0[i * {sz(c)} + t] = {value};"])
+    return "\n".join([*lines, "  return 0;"])
+
+
+def _nll_operands(node: GNode) -> list[Ref] | None:
+    """The class-weighted losses stay NumPy's; the array operands otherwise."""
+    *arrays, weight = node.args
+    return arrays if weight is None and all(isinstance(a, tuple) for a in arrays) else None
+
+
 # --- softmax along the last axis ----------------------------------------------------------
 def _softmax(ins: list[Layout], outs: list[tuple], ctype: str, sz: Sizes, dim: int,
              log: bool = False) -> str:
@@ -540,6 +602,8 @@ TEMPLATES: dict[str, Template] = {
     "layer_norm": Template(_layer_norm_operands, _layer_norm),
     "layer_norm_backward": Template(_layer_norm_operands, _layer_norm_backward),
     "log_softmax": Template(_reduce_operands, functools.partial(_softmax, log=True)),
+    "nll_loss": Template(_nll_operands, _nll_loss),
+    "nll_loss_backward": Template(_nll_operands, _nll_loss_backward),
 }
 
 
@@ -569,6 +633,13 @@ def template_for(graph: Any, i: int) -> list[Ref] | None:
         ok = d == n.dtype and idt == _INT64 and len(ishape) == len(shape) >= 1 \
             and -len(shape) <= dim < len(shape) \
             and all(a == b for j, (a, b) in enumerate(zip(ishape, shape)) if j != dim % len(shape))
+        return refs if ok else None
+    if n.op in ("nll_loss", "nll_loss_backward"):  # (N, C) values, (N,) int64 targets
+        *grad, (shape, d), (tshape, tdt) = specs
+        ok = d == n.dtype and tdt == _INT64 and len(shape) == 2 and tshape == shape[:1]
+        if grad:  # the loss's gradient: a number, or one per row for 'none'
+            want = shape[:1] if n.attrs["reduction"] == "none" else ()
+            ok = ok and grad[0] == (want, n.dtype)
         return refs if ok else None
     if any(d != n.dtype for _, d in specs[:2]):
         return None
