@@ -530,6 +530,26 @@ def test_simplify_reshape_back_to_the_input_shape() -> None:
     assert ops(out) in ([], ["reshape"])  # at most one reshape is left (x itself, ideally)
 
 
+def test_simplify_reshape_of_kept_sum_drops_the_kept_dims() -> None:
+    # a bias's gradient: sum(g, 0, keepdim=True) reshaped to (3,) is sum(g, 0)
+    g = graph([node("sum", X, sh=(1, 3), dims=(0,), keepdim=True),
+               node("reshape", n(0), sh=(3,), shape=(3,))], [n(1)])
+    out = preserves(lambda gr: dce(simplify(gr)), g, [XV, YV])
+    assert ops(out) == ["sum"] and out.nodes[0].shape == (3,)
+    assert out.nodes[0].attrs == {"dims": (0,), "keepdim": False}
+    # negative dims too; the kept sum read elsewhere as well, or a reshape to another
+    # shape, stay as they are
+    g = graph([node("sum", X, sh=(2, 1), dims=(-1,), keepdim=True),
+               node("reshape", n(0), sh=(2,), shape=(2,))], [n(1)])
+    out = preserves(lambda gr: dce(simplify(gr)), g, [XV, YV])
+    assert ops(out) == ["sum"] and out.nodes[0].attrs["keepdim"] is False
+    for outputs, shape in (([n(1), n(0)], (3,)), ([n(1)], (3, 1))):
+        g = graph([node("sum", X, sh=(1, 3), dims=(0,), keepdim=True),
+                   node("reshape", n(0), sh=shape, shape=shape)], outputs)
+        out = preserves(lambda gr: dce(simplify(gr)), g, [XV, YV])
+        assert ops(out) == ["sum", "reshape"], str(out)
+
+
 def test_simplify_permute_of_permute() -> None:
     x3 = RNG.standard_normal((2, 3, 4)).astype(np.float32)
     g = Graph(inputs=[((2, 3, 4), F32)],

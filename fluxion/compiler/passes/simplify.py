@@ -3,6 +3,8 @@
 x*1, 1*x, x+0, 0+x, x-0, x/1, x**1 -> x;  x**2 -> x*x;  neg(neg(x)) -> x;
 cast/reshape/permute/expand to what x already is -> x;  reshape(reshape(x)) -> reshape(x);
 permute(permute(x)) -> one permute (none if they cancel);
+reshape(sum(x, d, keepdim=True)) dropping the kept dims -> sum(x, d) (a bias's gradient:
+the reshape, a graph output, would be a step of its own at run time);
 argmax(x, d) after max(x, d) -> its indices."""
 
 from __future__ import annotations
@@ -45,6 +47,10 @@ def simplify(graph: Graph) -> Graph:
         s, d = graph.spec(r)
         return tuple(s) == tuple(n.shape) and d == n.dtype
 
+    uses: dict[Any, int] = {}
+    for r in [*(a for n in nodes for a in n.args), *graph.outputs]:
+        if is_ref(r):
+            uses[r] = uses.get(r, 0) + 1
     max_nodes: dict[tuple, int] = {}  # (input, dim, op) -> max_dim/min_dim node
     for i, n in enumerate(nodes):
         args = tuple(cur(a) for a in n.args)
@@ -86,6 +92,9 @@ def simplify(graph: Graph) -> Graph:
                 and nodes[args[0][1]].op == "reshape":
             inner = nodes[args[0][1]]
             nodes[i] = GNode("reshape", (cur(inner.args[0]),), dict(n.attrs), n.shape, n.dtype)
+        elif n.op == "reshape" and uses.get(n.args[0]) == 1 \
+                and (dropped := _kept_dims_dropped(graph, nodes, args[0], n.shape)):
+            nodes[i] = dropped
         elif n.op == "permute" and is_ref(args[0]) and args[0][0] == "n" \
                 and nodes[args[0][1]].op == "permute":
             inner = nodes[args[0][1]]
@@ -97,3 +106,20 @@ def simplify(graph: Graph) -> Graph:
                 continue
             nodes[i] = GNode("permute", (src,), {"dims": dims}, n.shape, n.dtype)
     return rebuild(Graph(graph.inputs, nodes, graph.outputs, graph.consts), keep, replace)
+
+
+def _kept_dims_dropped(graph: Graph, nodes: list[GNode], r: Any,
+                       shape: tuple[int, ...]) -> GNode | None:
+    """``sum(x, d)`` if ``r`` is ``sum(x, d, keepdim=True)`` and ``shape`` is its shape
+    without the kept dims, else None."""
+    if not (is_ref(r) and r[0] == "n") or nodes[r[1]].op != "sum":
+        return None
+    s = nodes[r[1]]
+    dims = s.attrs.get("dims")
+    if not s.attrs.get("keepdim") or dims is None:
+        return None
+    nd = len(s.shape)
+    kept = {d % nd for d in dims}
+    if tuple(shape) != tuple(e for j, e in enumerate(s.shape) if j not in kept):
+        return None
+    return GNode("sum", s.args, {**s.attrs, "keepdim": False}, tuple(shape), s.dtype)
