@@ -82,20 +82,28 @@ def _stream_helpers() -> str:
 # value (NumPy's own float32 exp: 2). Inline, so fused loops vectorise with no call:
 # libmvec's expf sends a whole vector to its scalar path when a lane needs care (softmax
 # over masked -inf rows ran slower than NumPy), and the fused chain of the bandwidth
-# benchmark ran 20 % faster with this one.
+# benchmark ran 20 % faster with this one. Its multiply-adds are fused where the CPU has
+# the instruction (FLUXION_FMA): C11 (-std=c11) contracts nothing on its own, rightly for
+# the model's own a * b + c, which rounds twice as in eager, but here one rounding is
+# faster (the chain 11.8 -> 9.9 ms) and no less accurate (both forms are tested).
 # - fluxion_expf: only on [-87, 88] (templates clamp their inputs to it themselves);
 # - fluxion_exp32: every float. The input is clamped to [-104, 89] (beyond, the result is
 #   0 or inf anyway) and 2^n applied in two halves, so results under FLT_MIN round to
 #   subnormals as the exact exp does and overflow gives inf; nan stays nan (r is nan).
-_EXP_HELPER = """static inline float fluxion_exp_poly(float x, float n) {
-  const float r = (x - n * 0.693359375f) + n * 2.12194440e-4f;
+_EXP_HELPER = """#if defined(__FMA__) || defined(__ARM_FEATURE_FMA)
+#define FLUXION_FMA(a, b, c) __builtin_fmaf(a, b, c)
+#else
+#define FLUXION_FMA(a, b, c) ((a) * (b) + (c))
+#endif
+static inline float fluxion_exp_poly(float x, float n) {
+  const float r = FLUXION_FMA(n, 2.12194440e-4f, FLUXION_FMA(n, -0.693359375f, x));
   float p = 1.9875691500e-4f;
-  p = p * r + 1.3981999507e-3f;
-  p = p * r + 8.3334519073e-3f;
-  p = p * r + 4.1665795894e-2f;
-  p = p * r + 1.6666665459e-1f;
-  p = p * r + 5.0000001201e-1f;
-  return p * r * r + r + 1.0f;
+  p = FLUXION_FMA(p, r, 1.3981999507e-3f);
+  p = FLUXION_FMA(p, r, 8.3334519073e-3f);
+  p = FLUXION_FMA(p, r, 4.1665795894e-2f);
+  p = FLUXION_FMA(p, r, 1.6666665459e-1f);
+  p = FLUXION_FMA(p, r, 5.0000001201e-1f);
+  return FLUXION_FMA(p * r, r, r) + 1.0f;
 }
 static inline float fluxion_pow2(int32_t m) {
   const int32_t bits = (m + 127) << 23;
@@ -104,12 +112,12 @@ static inline float fluxion_pow2(int32_t m) {
   return s;
 }
 static inline float fluxion_expf(float x) {
-  const float n = (x * 1.44269504088896341f + 12582912.0f) - 12582912.0f;
+  const float n = FLUXION_FMA(x, 1.44269504088896341f, 12582912.0f) - 12582912.0f;
   return fluxion_exp_poly(x, n) * fluxion_pow2((int32_t)n);
 }
 static inline float fluxion_exp32(float x) {
   const float c = x < -104.0f ? -104.0f : (x > 89.0f ? 89.0f : x);
-  const float n = (c * 1.44269504088896341f + 12582912.0f) - 12582912.0f;
+  const float n = FLUXION_FMA(c, 1.44269504088896341f, 12582912.0f) - 12582912.0f;
   const int32_t m = (int32_t)n, h = m >> 1;
   return fluxion_exp_poly(c, n) * fluxion_pow2(h) * fluxion_pow2(m - h);
 }
