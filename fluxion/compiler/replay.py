@@ -351,8 +351,8 @@ def optimizer_step(seg: Segment, opt: Any,
     memo[key] = rec
 
 
-def _number_tensors(numbers: Sequence[tuple[float, np.dtype]]) -> tuple[list[Tensor], list[Tensor],
-                                                                      tuple]:
+def _number_tensors(numbers: Sequence[tuple[float, np.dtype]]
+                    ) -> tuple[list[Tensor], list[Tensor], tuple]:
     """The rule's numbers as 0-d tensors, one per distinct value and dtype; each number's
     tensor, in the rule's order; and which numbers share one, for the fingerprint (a
     replay needs the same pattern, not the same values)."""

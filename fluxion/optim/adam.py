@@ -189,8 +189,9 @@ def adam(
     parameter, minus its step size (``lr / (1 - beta1**step)``) and
     ``(1 - beta2**step) ** 0.5`` for the step count after this step (Python numbers, or
     0-d tensors of the parameter's dtype); ``state_steps`` are incremented."""
-    # a tensor lr stays a tensor: the step sizes computed from it round in its dtype, as in
-    # PyTorch; tensor betas are used as Python numbers
+    # a tensor lr stays a tensor: the weight decay's factor computed from it rounds in its
+    # dtype, as in PyTorch (so do the step sizes, in Adam._step_numbers); tensor betas are
+    # used as Python numbers
     lr = _to_scalar(lr)
     beta1, beta2 = _value(beta1), _value(beta2)
     for i, param in enumerate(params):

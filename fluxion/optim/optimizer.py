@@ -3,7 +3,10 @@ per-parameter state, ``state_dict`` format and step hooks.
 
 Subclasses implement ``step`` with Fluxion tensor ops under ``fluxion.no_grad()`` (never by
 writing arrays directly), so the update is an ordinary sequence of ops that a compiler can
-capture.
+capture. Fluxion's own optimizers split it: ``step`` reads what changes every step as
+numbers (Adam's bias corrections, from its step counts) and hands them to ``_update``, the
+update rule, which reads no data, through ``_run_update``; inside a compiled call the rule
+then replays from the last call's recording (``compiler/replay.py``).
 """
 
 from __future__ import annotations
@@ -320,6 +323,8 @@ class Optimizer:
             replay.optimizer_step(seg, self, numbers)
 
     def _update(self, values: list[Any]) -> None:
+        """The update rule of an optimizer that steps through ``_run_update``: ``values``
+        are its ``numbers``, in order (nothing else it reads may be data)."""
         raise NotImplementedError
 
     def _closure_loss(self, closure: Callable[[], Any] | None) -> Any:
