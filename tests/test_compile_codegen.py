@@ -68,7 +68,7 @@ def test_c_exp_mul_fused() -> None:
     g = Graph([((2, 3), F32), ((2, 3), F32)],
               [node("exp", X), node("mul", n(0), Y)], [n(1)])
     src = c_source(g)
-    assert src.startswith("#include <stdint.h>\n#include <math.h>\n")
+    assert src.startswith("#include <stdint.h>\n#include <stdlib.h>\n#include <math.h>\n")
     assert "#pragma omp declare simd notinbranch\nfloat expf(float);" in src  # vector exp
     assert "#include <tgmath.h>\n" in src
     assert src.count("void fused_") == 1  # one kernel for the chain

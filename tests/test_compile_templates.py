@@ -17,6 +17,7 @@ import pytest
 import fluxion
 import fluxion.nn.functional as F
 from fluxion.compiler import cache, runtime
+from fluxion.compiler.graph import GNode, Graph
 
 HAVE_CC = cache.toolchain(fluxion.compiler.config.cc) is not None
 pytestmark = pytest.mark.skipif(not HAVE_CC, reason="no working C compiler (CC)")
@@ -540,3 +541,65 @@ def test_nll_loss_out_of_range_target_and_class_weights() -> None:
     cw = fluxion.compile(weighted)
     _same(cw(x), weighted(x))
     assert "nll_loss" not in _templated_ops(cw)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("count", [40, 2048])
+def test_embedding_gradient_index_put_matches_eager(dtype: Any, count: int) -> None:
+    """An embedding's gradient (``index_put`` accumulating rows) runs as a C template (no
+    NumPy fallback), negative indices and values read through a transposed view included:
+    below 64 indices bit-identical to eager (``np.add.at``, one value at a time); from 64
+    on, within the rounding of each row's sum (NumPy's grouped sums go pairwise, the C in
+    index order)."""
+    rng = np.random.default_rng(11)
+    rows = 7 if count < 64 else 95
+    w = fluxion.tensor(rng.standard_normal((rows, 5)).astype(dtype))
+    idx = fluxion.from_numpy(rng.integers(-rows, rows, count))
+    g = fluxion.tensor(rng.standard_normal((5, count)).astype(dtype))  # read as g.mT
+
+    def fn(t: Any) -> Any:
+        t = t.detach().requires_grad_()
+        return fluxion.autograd.grad((t[idx] * g.mT).sum(), t)[0]
+
+    cf = fluxion.compile(fn)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(runtime.Program, "_library_value", _no_fallback)
+        got = cf(w)
+    want = fn(w)
+    assert "index_put" in _templated_ops(cf)
+    if count < 64:
+        _same(got, want)
+    else:  # each row's sum rounds within a few ulps of the sum of its terms' sizes
+        scale = np.zeros((rows, 5), dtype)
+        np.add.at(scale, idx.numpy() % rows, np.abs(g.numpy().T))
+        err = np.abs(got.numpy() - want.numpy())
+        assert np.all(err <= 8 * np.finfo(dtype).eps * scale), err.max()
+
+
+def test_index_put_template_out_of_range_and_sizes_that_change() -> None:
+    """An index out of range (which only a graph built by hand can hand it: a model's
+    forward indexing fails first) makes the C return to NumPy, which raises its error;
+    with dynamic sizes one C function serves 40 and 100 indices, each summed as eager
+    groups it."""
+    f32, i64 = np.dtype(np.float32), np.dtype(np.int64)
+    g = Graph([((5, 3), f32), ((4, 3), f32), ((4,), i64)],
+              [GNode("index_put", (("in", 0), ("in", 1)),
+                     {"key": (("in", 2),), "accumulate": True}, (5, 3), f32)], [("n", 0)])
+    prog = runtime.build_program(g, "c")
+    assert [k.template for k in prog.kernels] == [True]
+    a, v = np.zeros((5, 3), np.float32), np.ones((4, 3), np.float32)
+    assert prog.run([a, v, np.array([0, 1, -1, 2])])[0].sum(1).tolist() == [3, 3, 3, 0, 3]
+    with pytest.raises(IndexError, match="index 9 is out of bounds"):
+        prog.run([a, v, np.array([0, 9, 1, 2])])
+    w = fluxion.tensor(np.ones((5, 3), np.float32))
+
+    def fn(t: Any, idx: Any) -> Any:
+        t = t.detach().requires_grad_()
+        return fluxion.autograd.grad((t[idx] * 0.5).sum(), t)[0]
+
+    cd = fluxion.compile(fn, dynamic=True)
+    rng = np.random.default_rng(12)
+    for count in (40, 100):
+        idx = fluxion.from_numpy(rng.integers(0, 5, count))
+        _same(cd(w, idx), fn(w, idx))  # (equal halves: any order sums them exactly)
+    assert "index_put" in _templated_ops(cd)

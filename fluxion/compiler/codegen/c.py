@@ -123,7 +123,7 @@ static inline float fluxion_exp32(float x) {
 }
 """
 
-HEADER = "#include <stdint.h>\n#include <math.h>\n" + _simd_declarations() + \
+HEADER = "#include <stdint.h>\n#include <stdlib.h>\n#include <math.h>\n" + _simd_declarations() + \
     "#include <tgmath.h>\n" + _stream_helpers() + _EXP_HELPER
 
 

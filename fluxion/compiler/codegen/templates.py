@@ -1,17 +1,19 @@
 """C kernels for library ops that are not elementwise: convolution's ``unfold``/``fold``
 (im2col/col2im), ``max_dim``/``min_dim`` (max-pooling's windows), ``scatter`` (their
 gradient), ``gather``/``scatter_add`` (the loss picking each target's log-probability, and
-its gradient), ``softmax``/``log_softmax`` along the last axis (attention's, the loss's),
-``nll_loss`` with its gradient, and ``layer_norm`` over the last axis with its gradient.
+its gradient), ``index_put`` accumulating rows (an embedding's gradient),
+``softmax``/``log_softmax`` along the last axis (attention's, the loss's), ``nll_loss``
+with its gradient, and ``layer_norm`` over the last axis with its gradient.
 NumPy runs each of these as several passes with Python in between (fold adds one strided
 slice per kernel tap); in C each is one pass over its output with the sizes and the
 inputs' strides written in (or read at run time, for dynamic sizes), so the compiler
-emits them instead of calling the op table's NumPy kernel. All but the softmaxes are
-bit-identical to that kernel: the same additions in the same order, the same first
-extreme (NaN included). The softmaxes sum in vector lanes and call ``fluxion_expf``
-(within 1 ulp): within a few ulps of NumPy's. ``nll_loss``'s reductions and the layer
+emits them instead of calling the op table's NumPy kernel. Most are bit-identical to
+that kernel: the same additions in the same order, the same first extreme (NaN
+included). The exceptions are within a few ulps of NumPy's: the softmaxes sum in vector
+lanes and call ``fluxion_expf`` (within 1 ulp); ``nll_loss``'s reductions and the layer
 norms sum in double (NumPy: the loss pairwise in the values' type, the layer norms in
-double too), in another order.
+double too), in another order; ``index_put`` sums each row's values in index order, where
+NumPy's grouped sums (64 indices or more) go pairwise.
 
 A template renders the body of ``int64_t fn(int64_t n, [sz,] const T* in0, ..., out0, ...)``
 (``sz``: the sizes a dynamic kernel reads at run time):
@@ -279,6 +281,60 @@ def _scatter_operands(node: GNode) -> list[Ref] | None:
     if not (isinstance(a, tuple) and isinstance(src, tuple) and isinstance(index, tuple)):
         return None
     return [a, src, index]
+
+
+# --- index_put with accumulate (an embedding's gradient) -----------------------------------
+def _index_add(ins: list[Layout], outs: list[tuple], ctype: str, sz: Sizes, **_: Any) -> str:
+    """``out = a; out[idx] += values`` over rows picked by one index array, grouped as
+    ``ops.index.add_at`` groups them: from 64 indices on, each row's values summed (in
+    index order; NumPy's sorted groups sum pairwise) and the sum added to the row; below,
+    one value at a time into its row, as ``np.add.at`` (bit-identical). An index out of
+    range returns 1 (NumPy raises)."""
+    (shape, a_st), (vshape, v_st), (ishape, i_st) = ins
+    rows, width = shape[0], math.prod(shape[1:])
+    count = math.prod(ishape)
+    opens, closes, a_off = _walk(shape, a_st, "c", "  ", sz)
+    copy = ["  int64_t e = 0;", *opens, f"  {'  ' * len(opens)}out0[e++] = in0[{a_off}];",
+            *closes]
+    index = offset_of("k", ishape, i_st, sz)
+    value = offset_of("f", vshape, v_st, sz)
+    head = [f"    int64_t t = in2[{index}];", f"    if (t < 0) t += {sz(rows)};",
+            f"    if (t < 0 || t >= {sz(rows)}) {{ free(sums); return 1; }}"]
+    each = f"for (int64_t j = 0, f = k * {sz(width)}; j < {sz(width)}; j++, f++)"
+    straight = [f"  for (int64_t k = 0; k < {sz(count)}; k++) {{", *head,
+                f"    {each} out0[t * {sz(width)} + j] += in1[{value}];", "  }",
+                "  return 0;"]
+    if len(shape) < 2:  # np.add.at: straight into the rows
+        return "\n".join([*copy, f"  {ctype}* sums = 0;", *straight])
+    return "\n".join([
+        *copy,
+        f"  {ctype}* sums = 0;",
+        f"  if ({sz(count)} < 64) {{", *("  " + x for x in straight), "  }",
+        f"  sums = malloc(sizeof({ctype}) * {sz(rows * width)} + {sz(rows)});",
+        "  if (!sums) return 1;",
+        f"  unsigned char* seen = (unsigned char*)(sums + {sz(rows * width)});",
+        f"  for (int64_t r = 0; r < {sz(rows)}; r++) seen[r] = 0;",
+        f"  for (int64_t k = 0; k < {sz(count)}; k++) {{", *head,
+        f"    {ctype}* s = sums + t * {sz(width)};",
+        f"    if (seen[t]) {{ {each} s[j] += in1[{value}]; }}",
+        f"    else {{ seen[t] = 1; {each} s[j] = in1[{value}]; }}",
+        "  }",
+        f"  for (int64_t r = 0; r < {sz(rows)}; r++)",
+        f"    if (seen[r]) for (int64_t j = 0; j < {sz(width)}; j++) "
+        f"out0[r * {sz(width)} + j] += sums[r * {sz(width)} + j];",
+        "  free(sums);", "  return 0;"])
+
+
+def _index_put_operands(node: GNode) -> list[Ref] | None:
+    """Accumulating rows picked by one index array; other keys stay NumPy's."""
+    a, values = node.args[:2]
+    key = node.attrs.get("key")
+    if not (node.attrs.get("accumulate") and isinstance(key, tuple) and len(key) == 1
+            and isinstance(key[0], tuple) and key[0][:1] in (("in",), ("n",), ("aux",),
+                                                            ("const",))
+            and isinstance(a, tuple) and isinstance(values, tuple)):
+        return None
+    return [a, values, key[0]]
 
 
 # --- nll_loss and its gradient (the loss after log_softmax) --------------------------------
@@ -602,6 +658,7 @@ TEMPLATES: dict[str, Template] = {
     "layer_norm": Template(_layer_norm_operands, _layer_norm),
     "layer_norm_backward": Template(_layer_norm_operands, _layer_norm_backward),
     "log_softmax": Template(_reduce_operands, functools.partial(_softmax, log=True)),
+    "index_put": Template(_index_put_operands, _index_add),
     "nll_loss": Template(_nll_operands, _nll_loss),
     "nll_loss_backward": Template(_nll_operands, _nll_loss_backward),
 }
@@ -633,6 +690,11 @@ def template_for(graph: Any, i: int) -> list[Ref] | None:
         ok = d == n.dtype and idt == _INT64 and len(ishape) == len(shape) >= 1 \
             and -len(shape) <= dim < len(shape) \
             and all(a == b for j, (a, b) in enumerate(zip(ishape, shape)) if j != dim % len(shape))
+        return refs if ok else None
+    if n.op == "index_put":  # values: one row of ``a`` per index
+        (shape, d), (vshape, vd), (ishape, idt) = specs
+        ok = d == vd == n.dtype and idt == _INT64 and len(shape) >= 1 \
+            and vshape == ishape + shape[1:]
         return refs if ok else None
     if n.op in ("nll_loss", "nll_loss_backward"):  # (N, C) values, (N,) int64 targets
         *grad, (shape, d), (tshape, tdt) = specs
