@@ -161,7 +161,16 @@ def adagrad(
     """The functional Adagrad update (call under ``no_grad``). ``neg_clrs``: per parameter,
     minus its learning rate decayed to this step, ``lr / (1 + (step - 1) * lr_decay)``
     (Python numbers, or 0-d tensors of the parameter's dtype); ``state_steps`` are
-    incremented."""
+    incremented.
+
+    >>> import fluxion
+    >>> w, total, step = fluxion.tensor([1.0, -2.0]), fluxion.zeros(2), fluxion.tensor(0.0)
+    >>> with fluxion.no_grad():
+    ...     adagrad([w], [fluxion.tensor([0.5, 0.5])], [total], [step], [-0.1],
+    ...             weight_decay=0.0, eps=1e-10, maximize=False)
+    >>> w, step
+    (tensor([ 0.9000, -2.1000]), tensor(1.))
+    """
     for param, grad, state_sum, step_t, neg_clr in zip(params, grads, state_sums,
                                                         state_steps, neg_clrs):
         step_t.add_(1)

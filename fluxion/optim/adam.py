@@ -188,7 +188,18 @@ def adam(
     """The functional Adam/AdamW update (call under ``no_grad``). ``corrections``: per
     parameter, minus its step size (``lr / (1 - beta1**step)``) and
     ``(1 - beta2**step) ** 0.5`` for the step count after this step (Python numbers, or
-    0-d tensors of the parameter's dtype); ``state_steps`` are incremented."""
+    0-d tensors of the parameter's dtype); ``state_steps`` are incremented.
+
+    >>> import fluxion
+    >>> w, m, v, step = fluxion.tensor([1.0, -2.0]), fluxion.zeros(2), fluxion.zeros(2), \
+    ...     fluxion.tensor(0.0)
+    >>> with fluxion.no_grad():  # the first step: both corrections for step 1
+    ...     adam([w], [fluxion.tensor([0.5, 0.5])], [m], [v], [], [step],
+    ...          [(-0.1 / (1 - 0.9), (1 - 0.999) ** 0.5)], amsgrad=False, beta1=0.9,
+    ...          beta2=0.999, lr=0.1, weight_decay=0.0, eps=1e-8, maximize=False)
+    >>> w, step
+    (tensor([ 0.9000, -2.1000]), tensor(1.))
+    """
     # a tensor lr stays a tensor: the weight decay's factor computed from it rounds in its
     # dtype, as in PyTorch (so do the step sizes, in Adam._step_numbers); tensor betas are
     # used as Python numbers
