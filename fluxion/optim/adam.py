@@ -191,8 +191,8 @@ def adam(
     0-d tensors of the parameter's dtype); ``state_steps`` are incremented.
 
     >>> import fluxion
-    >>> w, m, v, step = fluxion.tensor([1.0, -2.0]), fluxion.zeros(2), fluxion.zeros(2), \
-    ...     fluxion.tensor(0.0)
+    >>> w, step = fluxion.tensor([1.0, -2.0]), fluxion.tensor(0.0)
+    >>> m, v = fluxion.zeros(2), fluxion.zeros(2)
     >>> with fluxion.no_grad():  # the first step: both corrections for step 1
     ...     adam([w], [fluxion.tensor([0.5, 0.5])], [m], [v], [], [step],
     ...          [(-0.1 / (1 - 0.9), (1 - 0.999) ** 0.5)], amsgrad=False, beta1=0.9,
