@@ -1156,6 +1156,19 @@ entry("mv_dot_outer", ("matmul", "mul", "reshape"),
       lambda m, a, v, w: (m.mv(a, v), m.dot(v, w), m.outer(v, w)),
       lambda mk, dt: [S(A(mk((2, 3))), A(mk((3,))), A(mk((3,))), name="x")], dtypes=MM_DT)
 
+def _linear_samples(mk: Maker, dt: str) -> list[Sample]:
+    return [S(A(mk((4, 3))), A(mk((5, 3))), A(mk((5,))), name="bias"),
+            S(A(mk((4, 3))), A(mk((5, 3))), name="no_bias"),
+            S(A(mk((2, 4, 3))), A(mk((5, 3))), A(mk((5,))), name="batched"),
+            S(A(mk((3, 4)), T), A(mk((3, 5)), T), A(mk((5,))), name="transposed"),
+            S(A(mk((3,))), A(mk((5, 3))), A(mk((5,))), name="vector_composite"),
+            S(A(mk((0, 3))), A(mk((5, 3))), A(mk((5,))), name="zero_rows")]
+
+
+entry("linear", ("linear", "matmul", "add", "permute"),
+      lambda m, x, w, b=None: m.nn.functional.linear(x, w, b), _linear_samples,
+      dtypes=FLOATS)
+
 _EINSUM = (
     ("ij,jk->ik", ((2, 3), (3, 4))), ("bij,bjk->bik", ((2, 2, 3), (2, 3, 2))),
     ("i,i->", ((4,), (4,))), ("ij->ji", ((2, 3),)), ("ij->", ((2, 3),)), ("ij->j", ((2, 3),)),

@@ -21,6 +21,7 @@ from fluxion.compiler.passes import (
     PASSES,
     cse,
     dce,
+    decompose,
     fold_constants,
     fold_slices,
     optimize,
@@ -298,17 +299,36 @@ def test_graph_prints_and_keys() -> None:
 
 
 def test_passes_run_in_order() -> None:
-    assert [name for name, _ in PASSES] == ["transpose_products", "simplify", "fold_slices",
-                                            "fold_constants", "orient_products", "cse", "dce"]
+    assert [name for name, _ in PASSES] == ["decompose", "transpose_products", "simplify",
+                                            "fold_slices", "fold_constants", "orient_products",
+                                            "cse", "dce"]
     g = graph([node("mul", X, 1), node("exp", n(0)), node("exp", X), node("add", n(1), n(2)),
                node("neg", Y)], [n(3)])
     trace: list = []
     out = optimize(g, trace)
-    assert [name for name, _ in trace] == ["transpose_products", "simplify", "fold_slices",
-                                           "fold_constants", "orient_products", "cse", "dce"]
+    assert [name for name, _ in trace] == ["decompose", "transpose_products", "simplify",
+                                           "fold_slices", "fold_constants", "orient_products",
+                                           "cse", "dce"]
     assert ops(out) == ["exp", "add"]
     assert out.nodes[1].args == (n(0), n(0))
     assert_same(interpret(out, [XV, YV]), interpret(g, [XV, YV]))
+
+
+# --- decompose --------------------------------------------------------------------------
+def test_decompose_splits_linear_into_transpose_product_and_sum() -> None:
+    rng = np.random.default_rng(3)
+    x3, w, b = (rng.standard_normal(s).astype(np.float32) for s in ((2, 4, 3), (5, 3), (5,)))
+    g = Graph(inputs=[((2, 4, 3), F32), ((5, 3), F32), ((5,), F32)],
+              nodes=[node("linear", X, Y, ("in", 2), sh=(2, 4, 5)),
+                     node("linear", X, Y, None, sh=(2, 4, 5)),
+                     node("add", n(0), n(1), sh=(2, 4, 5))],
+              outputs=[n(2), n(0)])
+    out = preserves(decompose, g, [x3, w, b])
+    assert ops(out) == ["permute", "matmul", "add", "permute", "matmul", "add"]
+    assert out.nodes[0].attrs == {"dims": (1, 0)} and out.nodes[0].shape == (3, 5)
+    assert out.outputs == [n(5), n(2)]  # the first layer's value is its sum
+    plain = graph([node("exp", X)], [n(0)])
+    assert decompose(plain) is plain  # nothing to split: the graph as it is
 
 
 # --- dce --------------------------------------------------------------------------------

@@ -678,7 +678,14 @@ def linear(input: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
             f"{weight.shape[1]}x{weight.shape[0]}); input {list(input.shape)}, weight "
             f"{list(weight.shape)}"
         )
-    out = input @ weight.t()
+    dt = input.dtype
+    if input.ndim >= 2 and weight.ndim == 2 and weight.dtype is dt and dt.is_floating_point \
+            and (bias is None or (bias.dtype is dt and tuple(bias.shape) == weight.shape[:1])):
+        out = apply(OPS["linear"], input, weight, bias)  # one op: one node to record
+        two = input.ndim == 2
+        return label(out, ("AddmmBackward0" if two else "ViewBackward0") if bias is not None
+                     else "MmBackward0" if two else "UnsafeViewBackward0")
+    out = input @ weight.t()  # PyTorch's rules for vectors, integers, mixed dtypes
     return out + bias if bias is not None else out
 
 

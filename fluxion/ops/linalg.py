@@ -46,6 +46,26 @@ def _(n, g):
     return ga, gb
 
 
+@defop("linear", "linalg", saves=lambda need: (need[1], need[0], False))
+def linear(xp, x, w, b=None):
+    """``x @ w.T + b`` (``b`` optional): a linear layer as one op, so capture records one
+    node, not three (the compiler's first pass, ``passes.decompose``, splits it into the
+    transpose, the product and the sum that the rest of the pipeline knows); the same
+    kernels and rounding as those three ops."""
+    y = matmul.forward(xp, x, w.T)
+    return y if b is None else y + b
+
+
+@linear.defgrad
+def _(n, g):
+    x, w, _ = n.inputs
+    need = n.needs_input_grad
+    gx = g @ w if need[0] else None
+    gw = g.reshape(-1, g.shape[-1]).mT @ x.reshape(-1, x.shape[-1]) if need[1] else None
+    gb = g.sum(tuple(range(g.ndim - 1))) if need[2] else None
+    return gx, gw, gb
+
+
 def parse_einsum(equation: str, ndims: list[int]) -> tuple[list[str], str]:
     """Split an einsum equation into operand subscripts and output, expanding '...'."""
     eq = equation.replace(" ", "")
@@ -195,6 +215,12 @@ def _(specs):
     a, b = specs
     batch = np.broadcast_shapes(a.shape[:-2], b.shape[:-2])
     return (*batch, a.shape[-2], b.shape[-1]), np.result_type(a.dtype, b.dtype)
+
+
+@linear.defshape
+def _(specs):
+    x, w, _ = specs
+    return (*x.shape[:-1], w.shape[0]), x.dtype
 
 
 @unfold.defshape

@@ -1,6 +1,7 @@
 """Graph passes: each takes a ``Graph`` and returns an optimised ``Graph``.
 
-Run in order by ``optimize``: transposed products as products of transposes, algebraic
+Run in order by ``optimize``: composite primitives split (``linear``), transposed products
+as products of transposes, algebraic
 simplification (with view folding), slices (whole ones dropped, gradients of a split
 joined by one ``cat``), constant folding, products turned
 around where measured faster, common-subexpression elimination, dead-code
@@ -13,6 +14,7 @@ from collections.abc import Callable
 from fluxion.compiler.graph import Graph
 from fluxion.compiler.passes.cse import cse
 from fluxion.compiler.passes.dce import dce
+from fluxion.compiler.passes.decompose import decompose
 from fluxion.compiler.passes.fold import fold_constants
 from fluxion.compiler.passes.orient import orient_products
 from fluxion.compiler.passes.simplify import simplify
@@ -20,6 +22,7 @@ from fluxion.compiler.passes.slices import fold_slices
 from fluxion.compiler.passes.transpose import transpose_products
 
 PASSES: list[tuple[str, Callable[[Graph], Graph]]] = [
+    ("decompose", decompose),
     ("transpose_products", transpose_products),
     ("simplify", simplify),
     ("fold_slices", fold_slices),
@@ -39,5 +42,5 @@ def optimize(graph: Graph, trace: list[tuple[str, Graph]] | None = None) -> Grap
     return graph
 
 
-__all__ = ["PASSES", "cse", "dce", "fold_constants", "fold_slices", "optimize",
+__all__ = ["PASSES", "cse", "dce", "decompose", "fold_constants", "fold_slices", "optimize",
            "orient_products", "simplify", "transpose_products"]
