@@ -60,9 +60,11 @@ def linear(xp, x, w, b=None):
 def _(n, g):
     x, w, _ = n.inputs
     need = n.needs_input_grad
+    # the bias's sum first: recorded right after g's producer, the compiler computes it in
+    # the same pass (a sum read after the products would be a pass of its own)
+    gb = g.sum(tuple(range(g.ndim - 1))) if need[2] else None
     gx = g @ w if need[0] else None
     gw = g.reshape(-1, g.shape[-1]).mT @ x.reshape(-1, x.shape[-1]) if need[1] else None
-    gb = g.sum(tuple(range(g.ndim - 1))) if need[2] else None
     return gx, gw, gb
 
 
