@@ -1133,34 +1133,6 @@ def test_explain_reports_recompiles_of_a_compiled_function(capsys: pytest.Captur
     capsys.readouterr()
 
 
-def test_linear_bias_gradients_sum_in_their_producers_pass() -> None:
-    """A linear layer's bias gradient is summed in the same C pass that computes the
-    gradient it sums (the ReLU mask, the loss's softmax gradient): no such sum is a
-    kernel of its own. (Its backward rule records the sum before the products that read the same
-    gradient; recorded after them, the sum would be a pass of its own.)"""
-    fluxion.manual_seed(0)
-    model = nn.Sequential(nn.Linear(6, 8), nn.ReLU(), nn.Linear(8, 3))
-    opt = fluxion.optim.SGD(model.parameters(), lr=0.1)
-
-    @fluxion.compile(backend="auto")
-    def step(x: Any, y: Any) -> Any:
-        opt.zero_grad()
-        loss = nn.functional.cross_entropy(model(x), y)
-        loss.backward()
-        opt.step()
-        return loss
-
-    step(fluxion.randn(4, 6), fluxion.tensor([0, 1, 2, 1]))
-    (prog,) = step.last_programs
-    if prog.backend != "c":
-        pytest.skip("no working C compiler (CC): the NumPy renderer fuses no sums")
-    nodes = prog.graph.nodes
-    biases = [k for k in prog.kernels  # the sums over the batch: the two bias gradients
-              if nodes[k.root].op == "sum" and nodes[k.root].attrs.get("dims") == (0,)]
-    assert len(biases) == 2
-    assert all(len(k.nodes) > 1 for k in biases), [k.nodes for k in biases]
-
-
 def test_explain_module_and_show_source(capsys: pytest.CaptureFixture) -> None:
     m = nn.Sequential(nn.Linear(3, 4), nn.Tanh())
     report = fluxion.explain(m, fluxion.randn(2, 3))

@@ -107,6 +107,24 @@ def test_mlp_sgd_momentum_steps() -> None:
     assert step.stats.breaks == []  # the whole step is one graph
 
 
+def test_linear_bias_gradients_sum_in_their_producers_pass() -> None:
+    """Each linear layer's bias gradient is summed in the C pass that computes the
+    gradient it sums (the ReLU and tanh derivatives, the loss's softmax gradient): no
+    such sum is a kernel of its own. (``linear``'s backward rule records the sum before
+    the products that read the same gradient; recorded after them, the sum would be a
+    pass of its own.)"""
+    step, mc, me = run_both(make_mlp, batches((8, 10), 4, n=2))
+    assert_same_params(mc, me)
+    (prog,) = step.last_programs
+    if prog.backend != "c":
+        pytest.skip("no working C compiler (CC): the NumPy renderer fuses no sums")
+    nodes = prog.graph.nodes
+    biases = [k for k in prog.kernels  # the sums over the batch: the three bias gradients
+              if nodes[k.root].op == "sum" and nodes[k.root].attrs.get("dims") == (0,)]
+    assert len(biases) == 3
+    assert all(len(k.nodes) > 1 for k in biases), [k.nodes for k in biases]
+
+
 def test_add_with_alpha_records_one_node() -> None:
     """``a.add_(b, alpha=s)`` (SGD's update) is one ``addcmul`` node while recording, equal
     to eager's two ops bit for bit; a broadcast operand keeps the two ops and their errors."""
