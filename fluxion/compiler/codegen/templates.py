@@ -34,6 +34,7 @@ import numpy as np
 
 from fluxion.compiler.graph import GNode, Ref
 from fluxion.compiler.layout import c_strides
+from fluxion.compiler.passes.rewrite import is_ref
 
 if TYPE_CHECKING:
     from fluxion.compiler.codegen.c import Sizes
@@ -330,9 +331,7 @@ def _index_put_operands(node: GNode) -> list[Ref] | None:
     a, values = node.args[:2]
     key = node.attrs.get("key")
     if not (node.attrs.get("accumulate") and isinstance(key, tuple) and len(key) == 1
-            and isinstance(key[0], tuple) and key[0][:1] in (("in",), ("n",), ("aux",),
-                                                            ("const",))
-            and isinstance(a, tuple) and isinstance(values, tuple)):
+            and is_ref(key[0]) and is_ref(a) and is_ref(values)):
         return None
     return [a, values, key[0]]
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from fluxion.compiler.graph import GNode, Graph
-from fluxion.compiler.passes.rewrite import is_ref, rebuild
+from fluxion.compiler.passes.rewrite import is_ref, node_refs, rebuild
 
 
 def _is(v: Any, number: float) -> bool:
@@ -47,10 +47,9 @@ def simplify(graph: Graph) -> Graph:
         s, d = graph.spec(r)
         return tuple(s) == tuple(n.shape) and d == n.dtype
 
-    uses: dict[Any, int] = {}
-    for r in [*(a for n in nodes for a in n.args), *graph.outputs]:
-        if is_ref(r):
-            uses[r] = uses.get(r, 0) + 1
+    uses: dict[Any, int] = {}  # readers of each value (attributes too) and the outputs
+    for r in [*(r for n in nodes for r in node_refs(n)), *filter(is_ref, graph.outputs)]:
+        uses[r] = uses.get(r, 0) + 1
     max_nodes: dict[tuple, int] = {}  # (input, dim, op) -> max_dim/min_dim node
     for i, n in enumerate(nodes):
         args = tuple(cur(a) for a in n.args)
