@@ -219,13 +219,24 @@ def test_c_reads_transposed_and_expanded_views_in_place() -> None:
     np.testing.assert_allclose(got, a.T * b + c, rtol=1e-6)
 
 
+# a float32 transposed tile is copied in 8x8 register blocks where the CPU has AVX, and
+# element by element elsewhere (x86 can be told it has not); both copies must hold
+_AVX_FORMS = [[], ["-mno-avx"]] if platform.machine().lower() in ("x86_64", "amd64") else [[]]
+
+
 @needs_cc
+@pytest.mark.parametrize("extra_flags", _AVX_FORMS, ids=lambda f: " ".join(f) or "native")
 @pytest.mark.parametrize("dynamic", [False, True])
-@pytest.mark.parametrize("shape", [(45, 70), (3, 33, 64), (32, 32)])
-def test_c_reads_a_transposed_input_in_tiles(shape: tuple, dynamic: bool) -> None:
+@pytest.mark.parametrize("shape", [(45, 70), (3, 33, 64), (32, 32), (2, 64, 96)])
+def test_c_reads_a_transposed_input_in_tiles(shape: tuple, dynamic: bool,
+                                             extra_flags: list[str],
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
     """An input read across its rows is copied a tile at a time into a local array along
-    its own rows (``c._tiled``): every element lands where NumPy puts it, edge tiles and
-    a batch dim included, at fixed and at run-time sizes."""
+    its own rows (``c._tiled``), float32 tiles 8x8 blocks at a time (``fluxion_tr8``),
+    and the loop reads the tile: every element lands where NumPy puts it, full and edge
+    tiles and a batch dim included, at fixed and at run-time sizes, with and without
+    the block copy."""
+    monkeypatch.setattr(cache, "FLAGS", [*cache.FLAGS, *extra_flags])
     nd = len(shape)
     swap = (*range(nd - 2), nd - 1, nd - 2)
     src = (*shape[:-2], shape[-1], shape[-2])
@@ -238,6 +249,10 @@ def test_c_reads_a_transposed_input_in_tiles(shape: tuple, dynamic: bool) -> Non
     prog = runtime.build_program(g, "c", dynamic=dynamic)
     assert prog.source.count("tile0[32][32]") == 2
     assert "float tile0" in prog.source and "double tile0" in prog.source
+    # the loads read the tiles (at run-time sizes too), only float32 copies by blocks
+    assert prog.source.count("const float x0 = tile0[") == 1
+    assert prog.source.count("const double x0 = tile0[") == 1
+    assert prog.source.count("fluxion_tr8(&in0[") == 1
     rng = np.random.default_rng(0)
     a, b = rng.standard_normal(src).astype(np.float32), rng.standard_normal(shape[-1:])
     c = rng.standard_normal(shape)

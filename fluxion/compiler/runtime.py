@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ctypes
 import math
+import operator
 import sys
 import time
 from dataclasses import dataclass, field
@@ -61,6 +62,7 @@ class Program:
     _extent_of: dict[int, tuple] = field(default_factory=dict)
     # per in-place target: whether an input read after its kernel overlaps its memory
     _blocked: dict[tuple, bool] = field(default_factory=dict)
+    _checked: tuple[list, tuple] = ([], ())  # the targets and arrays _blocked is for
     _targets: dict[tuple, np.ndarray] = field(default_factory=dict)
     _inputs: list[np.ndarray] = field(default_factory=list)
     # the schedule as run: (node, its kernel or None, the values to free after it)
@@ -241,8 +243,16 @@ class Program:
     def _check_targets(self, inputs: list[np.ndarray]) -> None:
         """For every in-place target at once: does its memory overlap a graph input that a
         step after its kernel still reads? (Then writing it in place would change what that
-        step sees.) Extents overlapping is what ``np.may_share_memory`` decides."""
+        step sees.) Extents overlapping is what ``np.may_share_memory`` decides. The answer
+        depends only on which arrays these are (an array's memory never moves while this
+        holds it), so a call with last call's arrays, a training loop's, keeps last call's."""
         refs = list(self._targets)
+        arrays = (*inputs, *self._targets.values())
+        last = self._checked
+        if last[0] == refs and len(last[1]) == len(arrays) \
+                and all(map(operator.is_, last[1], arrays)):
+            return
+        self._checked = (refs, arrays)
         lo, hi = self._extents(inputs)
         t_lo, t_hi = self._extents([self._targets[r] for r in refs])
         steps = np.array([self._step_of.get(r[1], -1) if r[0] == "n" else -1 for r in refs],
