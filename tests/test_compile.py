@@ -518,6 +518,18 @@ def _write_through_view(x: Any, _: Any) -> Any:
     return x * 1
 
 
+def _shifted() -> tuple:
+    # two tensors on one memory that no view relation links (from_numpy of two slices):
+    # nothing but the kernel's own read of b overlaps the write of a
+    x = np.arange(40.0, dtype=np.float32)
+    return fluxion.from_numpy(x[2:]), fluxion.from_numpy(x[:38])
+
+
+def _add_shifted(a: Any, b: Any) -> Any:
+    a.add_(b)  # element i of b is element i - 2 of a: not written in place
+    return a
+
+
 def _overlapping_writes(a: Any, b: Any) -> Any:
     a.add_(b)
     b.mul_(2)
@@ -538,6 +550,7 @@ VIEW_PROGRAMS = {
     "view_made_inside": (_view_made_inside, _two_views),
     "write_through_views": (_write_through_view, _two_views),
     "overlapping_inputs": (_overlapping_writes, _overlapping),
+    "read_overlapping_only_by_the_write": (_add_shifted, _shifted),
     "fused_read_after_in_place_write": (_fused_read_after_write, _two_views),
 }
 

@@ -114,13 +114,18 @@ def _append(seg: Segment, last: _Recorded, fingerprint: list,
     return True
 
 
-def _value(seg: Segment, last: _Recorded, ref: tuple) -> LazyArray:
-    """A fresh pending value for ``ref``, one of the appended ops' results."""
+def _values(seg: Segment, last: _Recorded) -> list[LazyArray]:
+    """Fresh pending values for the references of ``last.effects``, results of the ops
+    just appended."""
     start = len(seg.nodes) - len(last.entries)
-    (shape, dtype, estrides, is_view), _ = last.entries[ref[1] - start][1:]
-    la = LazyArray(seg, ref, shape, dtype, estrides, is_view)
-    seg.lazies.append(weakref.ref(la))
-    return la
+    entries, lazies = last.entries, seg.lazies
+    out = []
+    for effect in last.effects:
+        ref = effect[1]
+        la = LazyArray(seg, ref, *entries[ref[1] - start][1])  # (shape, dtype, layout)
+        lazies.append(weakref.ref(la))
+        out.append(la)
+    return out
 
 
 def _pending(seg: Segment, d: Any) -> tuple | None:
@@ -217,8 +222,8 @@ def backward(seg: Segment, outputs: list[Tensor], grad_outputs: list, retain_gra
     key = ("backward", seg.slot, len(seg.nodes), retain_graph)
     last = memo.get(key)
     if last is not None and _append(seg, last, walk.fingerprint, []):
-        for j, ref in last.effects:
-            g = Tensor._make(_value(seg, last, ref))
+        for (j, _), value in zip(last.effects, _values(seg, last)):
+            g = Tensor._make(value)
             seg.track(g)
             walk.leaves[j].grad = g
         for i in last.released:
@@ -317,9 +322,9 @@ def optimizer_step(seg: Segment, opt: Any,
     key = ("step", seg.slot, len(seg.nodes), id(opt))
     last = memo.get(key)
     if last is not None and _append(seg, last, fingerprint, tensors):
-        for j, ref, writes in last.effects:
+        for (j, _, writes), value in zip(last.effects, _values(seg, last)):
             t = tensors[j]
-            seg.mutate(t, _value(seg, last, ref))
+            seg.mutate(t, value)
             t._vbox[0] += writes
         seg.owner.stats.step_replays += 1
         return

@@ -63,10 +63,13 @@ class Program:
     # per in-place target: whether an input read after its kernel overlaps its memory
     _blocked: dict[tuple, bool] = field(default_factory=dict)
     _checked: tuple[list, tuple] = ([], ())  # the targets and arrays _blocked is for
+    _inputs_apart: bool = False  # see _check_targets
     _targets: dict[tuple, np.ndarray] = field(default_factory=dict)
     _inputs: list[np.ndarray] = field(default_factory=list)
     # the schedule as run: (node, its kernel or None, the values to free after it)
     _steps: list[tuple[int, Kernel | None, list[tuple]]] = field(default_factory=list)
+    _in_refs: list[tuple] = field(default_factory=list)  # ("in", k) for every input
+    _out_plan: list[tuple[Any, int]] = field(default_factory=list)  # output, how it's handed
     _library_args: dict[int, tuple[list[bool], bool]] = field(default_factory=dict)
     _pooled: set[int] = field(default_factory=set)  # library ops written into pooled arrays
     # matrix product -> where it writes instead: (the node owning the memory, then the
@@ -88,17 +91,19 @@ class Program:
         code): a kernel writes straight there when nothing later reads the old contents."""
         # verify mode recomputes each kernel from its inputs afterwards: none may have been
         # overwritten in place (the values go to fresh memory and are copied back instead)
-        self._targets = {} if config.verify else {
-            self.graph.outputs[j]: m for j, m in (targets or {}).items()
-            if is_ref(self.graph.outputs[j])}
+        verify = config.verify
+        outputs = self.graph.outputs
+        self._targets = {outputs[j]: m for j, m in targets.items() if is_ref(outputs[j])} \
+            if targets and not verify else {}
         self._inputs = inputs
         self._claimed = {}
         if self._targets:
             self._check_targets(inputs)
-        env: dict[tuple, Any] = {("in", k): a for k, a in enumerate(inputs)}
+        env: dict[tuple, Any] = dict(zip(self._in_refs, inputs)) \
+            if len(inputs) == len(self._in_refs) else \
+            {("in", k): a for k, a in enumerate(inputs)}
         for k, c in enumerate(self.graph.consts):
             env[("const", k)] = c
-        verify = config.verify
         for step, (i, k, free) in enumerate(self._steps):
             if k is not None:
                 env[("n", i)] = self._run_kernel(k, env, step)
@@ -108,13 +113,9 @@ class Program:
                 self._verify(i, k, env)
             for r in free:
                 self._release(env.pop(r, None))
-        outs = []
-        for r in self.graph.outputs:
-            v = env[r] if is_ref(r) else np.asarray(r)
-            if is_ref(r) and r[0] in ("in", "const"):
-                v = np.array(v, copy=True)  # never hand out an input's memory as a new value
-            outs.append(v)
-        return outs
+        # (never hand out an input's memory as a new value: those are copied)
+        return [env[r] if how == _VALUE else np.array(env[r], copy=True) if how == _COPY
+                else np.asarray(r) for r, how in self._out_plan]
 
     def _run_library(self, i: int, env: dict) -> None:
         n = self.graph.nodes[i]
@@ -260,6 +261,11 @@ class Program:
         overlap = (lo[None, :] < t_hi[:, None]) & (t_lo[:, None] < hi[None, :])
         later = self._in_last[None, :] > steps[:, None]
         self._blocked = dict(zip(refs, (overlap & later).any(axis=1).tolist()))
+        # a kernel's reads of graph inputs need no check of their own when every input is
+        # a target itself (read in place: element i before it is written) or lies apart
+        # from all of them (a training step's parameters and optimizer states)
+        targets = [self._targets[r] for r in refs]
+        self._inputs_apart = all(inputs[j] is targets[t] for t, j in zip(*np.nonzero(overlap)))
 
     def _extents(self, arrays: list[Any]) -> tuple[np.ndarray, np.ndarray]:
         """``_byte_bounds`` of the arrays, remembered per array object: the parameters and
@@ -288,8 +294,11 @@ class Program:
         if self.backend == "numpy":
             return self._store_extra(k, env, fn(*[env[r] for r in k.inputs]))
         args: list[Any] = list(self._head[k.name])
+        # what an in-place output must not clobber: the arrays read through the strides of
+        # an elided view of them, and the others unless they are graph inputs known apart
         keep = []
-        viewed = []  # arrays read through the strides of an elided view of them
+        viewed = []
+        apart = self._inputs_apart
         for r, d, raw, norm, contiguous, through in self._expect[k.name]:
             a = env[r]
             if a.strides != raw or a.dtype != d:
@@ -304,7 +313,10 @@ class Program:
                 else:
                     return self._store_extra(
                         k, env, self._numpy_kernel(k)(*[self._value(r, env) for r in k.inputs]))
-            (viewed if through else keep).append(a)
+            if through:
+                viewed.append(a)
+            elif not apart or r[0] != "in":
+                keep.append(a)
             args.append(_address(a))
         out = self._out_buffer(k, step, keep, viewed)
         args.append(_address(out))
@@ -458,6 +470,7 @@ class Program:
             )
 
 
+_VALUE, _COPY, _LITERAL = range(3)  # how run() hands out an output (_out_plan)
 _POOL_MIN = 1 << 16  # bytes; smaller arrays come from malloc's free lists anyway
 _POOL_DEPTH = 8  # arrays kept per (shape, dtype)
 _from_buffer, _addressof = ctypes.c_char.from_buffer, ctypes.addressof
@@ -724,6 +737,9 @@ def build_program(graph: Graph, backend: str = "auto", dynamic: bool = False) ->
         prog._free_at.setdefault(step, []).append(r)
     prog._steps = [(i, roots.get(i), prog._free_at.get(step, []))
                    for step, i in enumerate(schedule)]
+    prog._in_refs = [("in", k) for k in range(len(opt.inputs))]
+    prog._out_plan = [(r, (_COPY if r[0] in ("in", "const") else _VALUE) if is_ref(r)
+                       else _LITERAL) for r in opt.outputs]
     for i in schedule:
         if i not in roots or roots[i].template:  # templates fall back to the library call
             n = opt.nodes[i]
