@@ -62,8 +62,8 @@ class Node:
         if op.save_inputs:
             saves = op.saves
             if saves is not None:
-                keep = saves(tuple(e is not None for e in nxt))
-                inputs = tuple(t if k else None for t, k in zip(inputs, keep))
+                keep = saves(tuple([e is not None for e in nxt]))
+                inputs = tuple([t if k else None for t, k in zip(inputs, keep)])
             self._inputs = inputs
             self._saved_versions = tuple(
                 t._vbox[0] if isinstance(t, Tensor) else None for t in inputs

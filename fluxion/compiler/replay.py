@@ -64,7 +64,7 @@ def _key(seg: Segment, v: Any) -> Any:
     if t in _PLAIN:
         return (t, v)
     if t is tuple or t is list:
-        return (t, tuple(_key(seg, x) for x in v))
+        return (t, tuple([_key(seg, x) for x in v]))
     if isinstance(v, (np.generic, np.dtype)) or t.__module__ == "fluxion._dtype":
         return (t, v)
     raise _UnsureError
@@ -186,11 +186,11 @@ def _walk(seg: Segment, outputs: list[Tensor], grad_outputs: list) -> _Walk:
         n.check_saved()
         saved = n._inputs
         fingerprint.append((
-            op, tuple((k, _key(seg, v)) for k, v in n.attrs.items()) if n.attrs else (),
-            None if saved is None else tuple(_key(seg, x) for x in saved),
+            op, tuple([(k, _key(seg, v)) for k, v in n.attrs.items()]) if n.attrs else (),
+            None if saved is None else tuple([_key(seg, x) for x in saved]),
             None if n._out_data is None else _key(seg, n._out_data),
-            None if n.aux is None else tuple(_key(seg, a) for a in n.aux),
-            n.shapes, n.dtypes, tuple(edge(e) for e in n.next)))
+            None if n.aux is None else tuple([_key(seg, a) for a in n.aux]),
+            n.shapes, n.dtypes, tuple([edge(e) for e in n.next])))
     for leaf in leaves:
         if leaf._hooks:
             raise _UnsureError
@@ -274,13 +274,13 @@ def _optimizer_walk(seg: Segment, opt: Any) -> tuple[list, list[Tensor]]:
         # by value only: a tensor learning rate is read as a number (.item())
         if any(isinstance(v, Tensor) for k, v in group.items() if k != "params"):
             raise _UnsureError
-        fingerprint.append(tuple((k, _key(seg, v)) for k, v in group.items() if k != "params"))
+        fingerprint.append(tuple([(k, _key(seg, v)) for k, v in group.items() if k != "params"]))
         for p in group["params"]:
             state = opt.state.get(p)
             fingerprint.append((
                 tensor(p), p.requires_grad, None if p.grad is None else _key(seg, p.grad),
-                tuple((k, tensor(v) if isinstance(v, Tensor) else _key(seg, v))
-                      for k, v in state.items()) if state else None))
+                tuple([(k, tensor(v) if isinstance(v, Tensor) else _key(seg, v))
+                       for k, v in state.items()]) if state else None))
     return fingerprint, tensors
 
 

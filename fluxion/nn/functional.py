@@ -671,16 +671,17 @@ def linear(input: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
     >>> fluxion.nn.functional.linear(fluxion.ones(2, 3), fluxion.ones(4, 3)).shape
     fluxion.Size([2, 4])
     """
-    if input.shape[-1:] != weight.shape[-1:]:
+    x, w = input._data, weight._data  # (the arrays' own shapes and dtypes: a hot path)
+    if x.shape[-1:] != w.shape[-1:]:
         raise RuntimeError(
             f"linear: mat1 and mat2 shapes cannot be multiplied "
             f"({'x'.join(map(str, (math.prod(input.shape[:-1]), input.shape[-1])))} and "
             f"{weight.shape[1]}x{weight.shape[0]}); input {list(input.shape)}, weight "
             f"{list(weight.shape)}"
         )
-    dt = input.dtype
-    if input.ndim >= 2 and weight.ndim == 2 and weight.dtype is dt and dt.is_floating_point \
-            and (bias is None or (bias.dtype is dt and tuple(bias.shape) == weight.shape[:1])):
+    dt = x.dtype
+    if len(x.shape) >= 2 and len(w.shape) == 2 and w.dtype == dt and dt.kind == "f" \
+            and (bias is None or (bias._data.dtype == dt and bias._data.shape == w.shape[:1])):
         out = apply(OPS["linear"], input, weight, bias)  # one op: one node to record
         two = input.ndim == 2
         return label(out, ("AddmmBackward0" if two else "ViewBackward0") if bias is not None
