@@ -358,10 +358,13 @@ class Segment:
             return
         outputs: list[tuple] = []
         index: dict[tuple, int] = {}
+        position = []  # each live value's output
         for la in live:
-            if la.ref not in index:
-                index[la.ref] = len(outputs)
+            j = index.get(la.ref)
+            if j is None:
+                j = index[la.ref] = len(outputs)
                 outputs.append(la.ref)
+            position.append(j)
         graph = Graph(inputs=[(a.shape, a.dtype) for a in self.inputs], nodes=self.nodes,
                       outputs=outputs)
         t0 = time.perf_counter()
@@ -377,12 +380,12 @@ class Segment:
                 targets[index[d.ref]] = memory
         results = program.run(self.inputs, targets)
         self.owner.timings["run_s"] += time.perf_counter() - t0
-        for la in live:
-            la.value = results[index[la.ref]]
+        for la, j in zip(live, position):
+            la.value = results[j]
         for r in self.tensors:
             t = r()
-            if t is not None and isinstance(t._data, LazyArray) and t._data.value is not None:
-                t._data = t._data.value
+            if t is not None and type(d := t._data) is LazyArray and d.value is not None:
+                t._data = d.value
         for r in self.autograd_nodes:
             n = r()
             if n is None:
