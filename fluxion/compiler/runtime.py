@@ -62,7 +62,8 @@ class Program:
     _extent_of: dict[int, tuple] = field(default_factory=dict)
     # per in-place target: whether an input read after its kernel overlaps its memory
     _blocked: dict[tuple, bool] = field(default_factory=dict)
-    _checked: tuple[list, tuple] = ([], ())  # the targets and arrays _blocked is for
+    # the targets and arrays _blocked is for (see _check_targets)
+    _checked: tuple[list, tuple] = field(default_factory=lambda: ([], ()))
     _inputs_apart: bool = False  # see _check_targets
     _targets: dict[tuple, np.ndarray] = field(default_factory=dict)
     _inputs: list[np.ndarray] = field(default_factory=list)
